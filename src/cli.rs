@@ -1,0 +1,108 @@
+//! Command-line interface types (clap derive). Parsing only; `commands` does the work.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::DEFAULT_PATH;
+use crate::emulator::Fault;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "eit-certd",
+    version,
+    about = "Keeps the instance identity certificate for File Storage encryption in transit fresh on disk",
+    long_about = "eit-certd requests instance identity certificates from the VPC instance metadata \
+                  service, validates them, installs key + certificate + chain atomically for \
+                  stunnel and NFS over TLS (tlshd), and renews them before they expire."
+)]
+pub struct Cli {
+    /// Configuration file.
+    #[arg(long, global = true, env = "EIT_CERTD_CONFIG", default_value = DEFAULT_PATH)]
+    pub config: PathBuf,
+
+    /// More log output (-v debug, -vv trace). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Only warnings and errors in the log.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// Log line format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon: renew before expiry, forever.
+    Run,
+    /// Renew once now, then exit. Without --force, does nothing while the installed set is
+    /// valid and not yet due.
+    Renew(RenewArgs),
+    /// Show the installed certificate, the last attempt and the next renewal.
+    /// Exit 0 valid, 1 renewal due, 3 expired or missing.
+    Status(StatusArgs),
+    /// Run the metadata service emulator (for demos and offline tests).
+    Emulator(EmulatorArgs),
+    /// A tour: an embedded emulator, a first renewal into a temp dir, and its status.
+    Demo,
+}
+
+#[derive(Debug, Args)]
+pub struct RenewArgs {
+    /// Renew even if the installed certificate is valid and not yet due.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EmulatorArgs {
+    /// Address to listen on. Loopback by default: the emulator hands out tokens to anyone
+    /// who can reach it.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+    /// Write `endpoint` (base URL) and `ca.pem` (the root CA) here.
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// Serve https with a certificate for localhost, 127.0.0.1 and api.metadata.cloud.ibm.com,
+    /// signed by the emulator's root.
+    #[arg(long)]
+    pub tls: bool,
+    /// Misbehave on purpose (see the list of modes below).
+    #[arg(long, default_value = "ok", value_parser = parse_fault)]
+    pub fault: Fault,
+    /// Cap issued certificate lifetimes (reported honestly in expires_in), e.g. "20s".
+    #[arg(long, value_parser = parse_duration)]
+    pub max_lifetime: Option<Duration>,
+    /// Instance ID written into issued certificates' CN.
+    #[arg(long, default_value = crate::emulator::DEFAULT_INSTANCE_ID)]
+    pub instance_id: String,
+}
+
+fn parse_fault(s: &str) -> Result<Fault, String> {
+    s.parse::<Fault>().map_err(|e| e.to_string())
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e}; write it like \"20s\" or \"5m\""))
+}

@@ -1,0 +1,321 @@
+//! What each subcommand does, at the edge between the library and the user: load the config,
+//! call the library, print results to stdout and turn errors into exit codes.
+//!
+//! Exit codes (everywhere): 0 ok, 1 the operation failed (service, validation, I/O),
+//! 2 usage or configuration error; `status` also uses 3 for expired or missing.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use time::OffsetDateTime;
+
+use crate::cli::{Cli, Command, EmulatorArgs, LogFormat, RenewArgs, StatusArgs};
+use crate::config::{Config, KeyBits};
+use crate::emulator;
+use crate::lock::DirLock;
+use crate::metadata::client::Client;
+use crate::pki::validate::rfc3339;
+use crate::pki::PrivateKey;
+use crate::renew::{Renewed, Renewer};
+use crate::schedule::Policy;
+use crate::state::State;
+use crate::status;
+use crate::store::{self, Store};
+
+/// A failed command: what to print and which code to exit with.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: u8,
+    pub error: anyhow::Error,
+}
+
+fn usage(e: impl Into<anyhow::Error>) -> Failure {
+    Failure {
+        code: 2,
+        error: e.into(),
+    }
+}
+
+fn failed(e: impl Into<anyhow::Error>) -> Failure {
+    Failure {
+        code: 1,
+        error: e.into(),
+    }
+}
+
+type Outcome = Result<u8, Failure>;
+
+/// Entry point for `main`: sets up logging and a runtime, runs the command.
+pub fn main(cli: Cli) -> ExitCode {
+    init_logging(&cli);
+    let runtime = match cli.command {
+        // The emulator serves concurrent clients; everything else is one task at a time, and
+        // a single thread keeps the daemon's footprint small.
+        Command::Emulator(_) | Command::Demo => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build(),
+        _ => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+    };
+    let runtime = match runtime {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("eit-certd: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(dispatch(cli));
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(Failure { code, error }) => {
+            eprintln!("eit-certd: {error:#}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> Outcome {
+    match cli.command {
+        Command::Run => Err(usage(anyhow::anyhow!(
+            "`run` (the daemon) is not built yet; use `eit-certd renew` from a timer meanwhile"
+        ))),
+        Command::Renew(ref args) => renew(&cli.config, args).await,
+        Command::Status(ref args) => show_status(&cli.config, args),
+        Command::Emulator(args) => run_emulator(args).await,
+        Command::Demo => demo().await,
+    }
+}
+
+fn init_logging(cli: &Cli) {
+    let default = match (cli.quiet, cli.verbose) {
+        (true, _) => "warn",
+        (false, 0) => "info",
+        (false, 1) => "debug",
+        (false, _) => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("eit_certd={default},warn"))
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    let _ = match cli.log_format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+fn load_config(path: &Path) -> Result<Config, Failure> {
+    Config::load(path).map_err(usage)
+}
+
+fn open_store(config: &Config) -> Result<Store, Failure> {
+    Store::new(
+        &config.output.dir,
+        config.output.keep.0,
+        config.output.group.as_deref(),
+    )
+    .map_err(usage)
+}
+
+async fn renew(config_path: &Path, args: &RenewArgs) -> Outcome {
+    let config = load_config(config_path)?;
+    let store = open_store(&config)?;
+    let _lock = DirLock::acquire(store.dir()).map_err(failed)?;
+    let policy = Policy::from(&config.certificate);
+    let now = OffsetDateTime::now_utc();
+    if !args.force {
+        if let Ok(Some(current)) = store.read_current() {
+            let leaf = &current.leaf;
+            if current.key_matches
+                && now < leaf.not_after
+                && !policy.is_due(leaf.not_before, leaf.not_after, now)
+            {
+                println!(
+                    "nothing to do: serial {} is valid until {}, renewal due at {} (use --force to renew now)",
+                    leaf.serial_hex,
+                    rfc3339(leaf.not_after),
+                    rfc3339(policy.renewal_point(leaf.not_before, leaf.not_after))
+                );
+                return Ok(0);
+            }
+        }
+    }
+    let client = Client::connect(&config.metadata).await.map_err(failed)?;
+    let bits = config.certificate.key_bits;
+    let renewer = Renewer::new(config, client, store).map_err(usage)?;
+    let renewed = renew_with_state(&renewer, bits).await?;
+    print_renewed(&renewed);
+    Ok(0)
+}
+
+/// One attempt with a fresh key, recorded in `state.json` whatever the outcome.
+async fn renew_with_state(renewer: &Renewer, bits: KeyBits) -> Result<Renewed, Failure> {
+    let dir = renewer.store().dir().to_path_buf();
+    let mut state = State::load(&dir);
+    let result = match PrivateKey::generate_blocking(bits.0).await {
+        Ok(key) => renewer.renew(key).await,
+        Err(e) => Err(e.into()),
+    };
+    let now = OffsetDateTime::now_utc();
+    let policy = Policy::from(&renewer.config().certificate);
+    match &result {
+        Ok(r) => {
+            state.record_success(now, &r.verified.leaf.serial_hex);
+            state.next_renewal = Some(policy.next_renewal(
+                r.verified.leaf.not_before,
+                r.verified.leaf.not_after,
+                0.0,
+            ));
+            if r.verified.reordered {
+                tracing::warn!(
+                    "the service sent the certificates out of order; installed them leaf first"
+                );
+            }
+        }
+        Err(e) => state.record_failure(now, &e.to_string()),
+    }
+    if let Err(e) = state.save(&dir) {
+        tracing::warn!("cannot record the attempt in state.json: {e}");
+    }
+    result.map_err(failed)
+}
+
+fn print_renewed(r: &Renewed) {
+    let leaf = &r.verified.leaf;
+    println!(
+        "installed serial {} for {} (valid until {}, {}) in {}",
+        leaf.serial_hex,
+        leaf.subject,
+        rfc3339(leaf.not_after),
+        humantime::format_duration(leaf.lifetime()),
+        r.generation.dir.display()
+    );
+    if let Some(prev) = &r.previous {
+        println!("replaced serial {}", prev.serial_hex);
+    }
+}
+
+fn show_status(config_path: &Path, args: &StatusArgs) -> Outcome {
+    let config = load_config(config_path)?;
+    let store = open_store(&config)?;
+    let now = OffsetDateTime::now_utc();
+    let report = status::gather(&store, &Policy::from(&config.certificate), now);
+    if args.json {
+        let json = serde_json::to_string_pretty(&report).map_err(failed)?;
+        println!("{json}");
+    } else {
+        print!("{}", report.render_text(now));
+    }
+    Ok(report.health.exit_code())
+}
+
+async fn run_emulator(args: EmulatorArgs) -> Outcome {
+    let options = emulator::Options {
+        listen: args.listen,
+        tls: args.tls,
+        state_dir: args.state_dir,
+        max_lifetime: args.max_lifetime,
+        fault: args.fault,
+        instance_id: args.instance_id,
+    };
+    let running = emulator::start(options).await.map_err(failed)?;
+    // The first stdout line is the contract: scripts read the URL from it.
+    println!("{}", running.base_url());
+    let _ = std::io::stdout().flush();
+    shutdown_signal().await;
+    running.shutdown().await;
+    Ok(0)
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+async fn demo() -> Outcome {
+    let root = tempfile::Builder::new()
+        .prefix("eit-certd-demo-")
+        .tempdir()
+        .context("cannot create a temporary directory")
+        .map_err(failed)?
+        .keep();
+    println!("eit-certd demo: everything goes under {}", root.display());
+    let emulator_dir = root.join("emulator");
+    let running = emulator::start(emulator::Options {
+        state_dir: Some(emulator_dir.clone()),
+        ..emulator::Options::default()
+    })
+    .await
+    .map_err(failed)?;
+    println!(
+        "1. started a metadata service emulator at {}",
+        running.base_url()
+    );
+
+    let out = root.join("out");
+    let mut config = Config::for_endpoint(running.base_url(), &out);
+    // 4096-bit keygen takes seconds; the demo shows the flow, not the wait.
+    config.certificate.key_bits = KeyBits(2048);
+    let store = open_store(&config)?;
+    let policy = Policy::from(&config.certificate);
+    let client = Client::connect(&config.metadata).await.map_err(failed)?;
+    let renewer = Renewer::new(config.clone(), client, store.clone()).map_err(failed)?;
+    println!(
+        "2. requesting a token and a certificate for a fresh RSA-2048 key (the default is 4096)"
+    );
+    let renewed = renew_with_state(&renewer, config.certificate.key_bits).await?;
+    let leaf = &renewed.verified.leaf;
+    let current = store.current_link();
+    println!("3. validated and installed:");
+    println!("     subject   {}", leaf.subject);
+    println!("     issuer    {}", leaf.issuer);
+    println!("     serial    {}", leaf.serial_hex);
+    println!(
+        "     lifetime  {} (until {})",
+        humantime::format_duration(leaf.lifetime()),
+        rfc3339(leaf.not_after)
+    );
+    for name in [
+        store::KEY_FILE,
+        store::CERT_FILE,
+        store::CHAIN_FILE,
+        store::FULLCHAIN_FILE,
+        store::COMBINED_FILE,
+    ] {
+        println!("     file      {}", current.join(name).display());
+    }
+    println!("   inspect it with:");
+    println!(
+        "     openssl x509 -in {} -noout -subject -issuer -dates -serial",
+        current.join(store::CERT_FILE).display()
+    );
+    println!(
+        "     openssl verify -CAfile {} -untrusted {} {}",
+        emulator_dir.join("ca.pem").display(),
+        current.join(store::CHAIN_FILE).display(),
+        current.join(store::CERT_FILE).display()
+    );
+    println!("4. `eit-certd status` now says:");
+    let now = OffsetDateTime::now_utc();
+    let report = status::gather(&store, &policy, now);
+    for line in report.render_text(now).lines() {
+        println!("     {line}");
+    }
+    running.shutdown().await;
+    println!(
+        "done. Remove {} when you have looked around.",
+        root.display()
+    );
+    Ok(0)
+}

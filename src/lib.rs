@@ -1,0 +1,21 @@
+//! eit-certd keeps an IBM Cloud VPC *instance identity certificate* fresh on disk, for File
+//! Storage shares mounted with encryption in transit (stunnel, or NFS over TLS via tlshd).
+//!
+//! The pipeline, one module per stage:
+//! [`config`] → [`metadata::client`] (token, certificate request) → [`pki`] (key, CSR,
+//! validation) → [`store`] (atomic install) → [`state`]/[`status`]; [`schedule`] decides when,
+//! [`renew`] runs one attempt end to end. [`emulator`] is a local stand-in for the metadata
+//! service, with a real CA and faults on demand.
+
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod emulator;
+pub mod lock;
+pub mod metadata;
+pub mod pki;
+pub mod renew;
+pub mod schedule;
+pub mod state;
+pub mod status;
+pub mod store;

@@ -1,0 +1,94 @@
+//! One writer per output directory: an exclusive `flock` on `output.dir/.lock`, held for the
+//! life of a `run` daemon or a one-shot `renew`. The holder's pid is written into the file so
+//! that the refusal can say who holds it.
+
+use std::fs::OpenOptions;
+use std::io::{Read, Seek, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{Flock, FlockArg};
+
+pub const LOCK_FILE: &str = ".lock";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error(
+        "another eit-certd{} is already writing to {}; stop it first, or ask it to renew now with \
+         `systemctl kill -s USR1 eit-certd`{}",
+        holder.map(|p| format!(" (pid {p})")).unwrap_or_default(),
+        dir.display(),
+        holder.map(|p| format!(" or `kill -USR1 {p}`")).unwrap_or_default()
+    )]
+    Held { dir: PathBuf, holder: Option<u32> },
+    #[error("cannot open lock file {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Released when dropped (the kernel drops the flock with the descriptor).
+#[derive(Debug)]
+pub struct DirLock {
+    _lock: Flock<std::fs::File>,
+}
+
+impl DirLock {
+    /// Takes the lock without waiting; `dir` is created if missing.
+    pub fn acquire(dir: &Path) -> Result<DirLock, LockError> {
+        let path = dir.join(LOCK_FILE);
+        let io = |source| LockError::Io {
+            path: path.clone(),
+            source,
+        };
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(dir)
+            .map_err(io)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o644)
+            .open(&path)
+            .map_err(io)?;
+        let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => lock,
+            Err((mut file, _)) => {
+                let mut text = String::new();
+                let _ = file.read_to_string(&mut text);
+                return Err(LockError::Held {
+                    dir: dir.to_path_buf(),
+                    holder: text.trim().parse().ok(),
+                });
+            }
+        };
+        lock.set_len(0).map_err(io)?;
+        lock.rewind().map_err(io)?;
+        writeln!(lock, "{}", std::process::id()).map_err(io)?;
+        Ok(DirLock { _lock: lock })
+    }
+}
+
+use std::os::unix::fs::DirBuilderExt;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_holder_is_refused_with_the_first_pid() {
+        let tmp = tempfile::tempdir().unwrap();
+        let first = DirLock::acquire(tmp.path()).unwrap();
+        // flock locks belong to the open file description, so a second open in the same
+        // process conflicts just as another process would.
+        let e = DirLock::acquire(tmp.path()).unwrap_err().to_string();
+        assert!(e.contains(&format!("pid {}", std::process::id())), "{e}");
+        assert!(e.contains("USR1"), "{e}");
+        drop(first);
+        assert!(DirLock::acquire(tmp.path()).is_ok());
+    }
+}

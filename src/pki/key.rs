@@ -1,0 +1,123 @@
+//! The instance's RSA private key: generated fresh for each certificate, held in memory only
+//! in buffers that are wiped on drop, and redacted from `Debug`.
+
+use std::fmt;
+
+use openssl::pkey::{PKey, Private};
+use openssl::rsa::Rsa;
+use zeroize::Zeroizing;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("RSA key generation ({bits} bits) failed: {source}")]
+    Generate {
+        bits: u32,
+        source: openssl::error::ErrorStack,
+    },
+    #[error("cannot encode the private key: {0}")]
+    Encode(openssl::error::ErrorStack),
+    #[error("the private key is not a readable PEM key: {0}")]
+    Decode(openssl::error::ErrorStack),
+    #[error("key generation was interrupted: {0}")]
+    Join(String),
+}
+
+/// An RSA private key with its PKCS#8 PEM encoding.
+///
+/// OpenSSL clears the key's bignums when the `PKey` is freed; the PEM copy we hold lives in a
+/// `Zeroizing` buffer, so no plain copy of the secret outlives this value.
+pub struct PrivateKey {
+    pkey: PKey<Private>,
+    pem: Zeroizing<Vec<u8>>,
+    bits: u32,
+}
+
+impl PrivateKey {
+    /// Generates a key. Slow for 4096 bits (1–10 s): call `generate_blocking` from async code.
+    pub fn generate(bits: u32) -> Result<PrivateKey, KeyError> {
+        let rsa = Rsa::generate(bits).map_err(|source| KeyError::Generate { bits, source })?;
+        let pkey = PKey::from_rsa(rsa).map_err(|source| KeyError::Generate { bits, source })?;
+        PrivateKey::from_pkey(pkey)
+    }
+
+    /// Generates a key on tokio's blocking pool so the runtime keeps serving timers and signals.
+    pub async fn generate_blocking(bits: u32) -> Result<PrivateKey, KeyError> {
+        tokio::task::spawn_blocking(move || PrivateKey::generate(bits))
+            .await
+            .map_err(|e| KeyError::Join(e.to_string()))?
+    }
+
+    /// Reads a PEM private key (PKCS#8 or PKCS#1), e.g. an installed `key.pem`.
+    pub fn from_pem(pem: &[u8]) -> Result<PrivateKey, KeyError> {
+        let pkey = PKey::private_key_from_pem(pem).map_err(KeyError::Decode)?;
+        PrivateKey::from_pkey(pkey)
+    }
+
+    fn from_pkey(pkey: PKey<Private>) -> Result<PrivateKey, KeyError> {
+        let pem = Zeroizing::new(pkey.private_key_to_pem_pkcs8().map_err(KeyError::Encode)?);
+        let bits = pkey.bits();
+        Ok(PrivateKey { pkey, pem, bits })
+    }
+
+    /// PKCS#8 PEM (`-----BEGIN PRIVATE KEY-----`), the form stunnel and GnuTLS both read.
+    pub fn pem(&self) -> &[u8] {
+        &self.pem
+    }
+
+    /// The public half as DER SubjectPublicKeyInfo, for comparison with a certificate's key.
+    pub fn public_key_der(&self) -> Result<Vec<u8>, KeyError> {
+        self.pkey.public_key_to_der().map_err(KeyError::Encode)
+    }
+
+    pub fn bits(&self) -> u32 {
+        self.bits
+    }
+
+    pub(crate) fn pkey(&self) -> &PKey<Private> {
+        &self.pkey
+    }
+}
+
+impl fmt::Debug for PrivateKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PrivateKey")
+            .field("bits", &self.bits)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_key_round_trips_through_pem() {
+        let k = PrivateKey::generate(2048).unwrap();
+        assert_eq!(k.bits(), 2048);
+        assert!(k.pem().starts_with(b"-----BEGIN PRIVATE KEY-----"));
+        let again = PrivateKey::from_pem(k.pem()).unwrap();
+        assert_eq!(again.public_key_der().unwrap(), k.public_key_der().unwrap());
+    }
+
+    #[test]
+    fn debug_never_shows_key_material() {
+        let k = PrivateKey::generate(2048).unwrap();
+        let shown = format!("{k:?}");
+        assert!(shown.contains("redacted"));
+        let body = std::str::from_utf8(k.pem())
+            .unwrap()
+            .lines()
+            .nth(1)
+            .unwrap();
+        assert!(!shown.contains(body));
+    }
+
+    #[test]
+    fn garbage_is_not_a_key() {
+        assert!(matches!(
+            PrivateKey::from_pem(b"not a key"),
+            Err(KeyError::Decode(_))
+        ));
+    }
+}

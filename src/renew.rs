@@ -1,0 +1,146 @@
+//! One renewal attempt, start to finish: token, CSR for a fresh key, certificate request,
+//! validation, install. Anything short of a validated set is an error and writes nothing.
+//!
+//! Used by the one-shot `renew` command and by the daemon; neither knows the steps.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+
+use crate::config::Config;
+use crate::metadata::client::{Client, ClientError};
+use crate::pki::csr::{self, CsrError};
+use crate::pki::validate::{self, Anchor, LeafInfo};
+use crate::pki::{KeyError, PrivateKey, Rejection, Verified};
+use crate::store::{Generation, Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RenewError {
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error(transparent)]
+    Csr(#[from] CsrError),
+    #[error(transparent)]
+    Service(#[from] ClientError),
+    #[error("refused the certificate the service returned: {0}. Nothing was installed; the current set stays in place")]
+    Rejected(#[from] Rejection),
+    #[error("{0}. The current set stays in place")]
+    Store(#[from] StoreError),
+    #[error("cannot use certificate.trust_anchor {}: {reason}", path.display())]
+    Anchor { path: PathBuf, reason: String },
+}
+
+impl RenewError {
+    /// Retrying cannot help until the configuration changes.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            RenewError::Service(e) => e.is_permanent(),
+            RenewError::Anchor { .. } => true,
+            _ => false,
+        }
+    }
+
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            RenewError::Service(e) => e.retry_after(),
+            _ => None,
+        }
+    }
+}
+
+/// A successful renewal.
+#[derive(Debug, Clone)]
+pub struct Renewed {
+    pub generation: Generation,
+    pub verified: Verified,
+    /// What `current` held before, if anything.
+    pub previous: Option<LeafInfo>,
+    /// The service's own `expires_at`, for the log only: the certificate's notAfter rules.
+    pub claimed_expires_at: String,
+    pub token_refreshed: bool,
+}
+
+pub struct Renewer {
+    config: Config,
+    client: Client,
+    store: Store,
+    anchor: Option<Anchor>,
+}
+
+impl Renewer {
+    pub fn new(config: Config, client: Client, store: Store) -> Result<Renewer, RenewError> {
+        let anchor = match &config.certificate.trust_anchor {
+            None => None,
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|e| RenewError::Anchor {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?;
+                Some(Anchor::from_pem(&pem).map_err(|e| RenewError::Anchor {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?)
+            }
+        };
+        Ok(Renewer {
+            config,
+            client,
+            store,
+            anchor,
+        })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Requests a certificate for `key` and installs it. `key` is consumed: a key is used for
+    /// one CSR only, and is wiped when the set is on disk (or the attempt failed).
+    pub async fn renew(&self, key: PrivateKey) -> Result<Renewed, RenewError> {
+        // A `current` that is not our symlink is refused before anything is requested.
+        self.store.current_generation()?;
+        let csr = csr::build(&key, &self.config.certificate.subject)?;
+        let issued = self
+            .client
+            .request_certificate(&csr, self.config.certificate.lifetime.0)
+            .await?;
+        let verified = validate::validate(
+            &issued.response.certificates,
+            &key.public_key_der()?,
+            self.anchor.as_ref(),
+            OffsetDateTime::now_utc(),
+            validate::DEFAULT_SKEW,
+        )?;
+        // A corrupt set is what a renewal repairs, so it is no reason to stop here.
+        let previous = self.store.read_current().ok().flatten().map(|c| c.leaf);
+        let store = self.store.clone();
+        let generation = tokio::task::spawn_blocking({
+            let verified = verified.clone();
+            move || store.install(&key, &verified)
+        })
+        .await
+        .map_err(|e| {
+            RenewError::Store(StoreError::Io {
+                action: "finish installing into",
+                path: self.store.dir().to_path_buf(),
+                source: std::io::Error::other(e.to_string()),
+            })
+        })??;
+        Ok(Renewed {
+            generation,
+            verified,
+            previous,
+            claimed_expires_at: issued.response.expires_at,
+            token_refreshed: issued.token_refreshed,
+        })
+    }
+}

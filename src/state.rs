@@ -1,0 +1,140 @@
+//! `state.json`: what happened last, kept beside the certificate set so that `status` (another
+//! process) can report it. Rewritten atomically after every attempt; a missing or unreadable
+//! file reads as "no history", never as an error that blocks renewal.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::store::{write_atomic, StoreError};
+
+pub const STATE_FILE: &str = "state.json";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Ok,
+    Error,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attempt {
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    pub outcome: Outcome,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Serial of the certificate installed by this attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HookResult {
+    pub name: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    pub ok: bool,
+    /// Exit code, or `None` when killed (timeout) or not started.
+    pub exit_code: Option<i32>,
+    pub duration_ms: u64,
+    /// Serial the hook ran for; a retried hook runs again for the same serial.
+    pub serial: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Counters {
+    pub ok: u64,
+    pub error: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct State {
+    pub last_attempt: Option<Attempt>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_success: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub next_renewal: Option<OffsetDateTime>,
+    pub consecutive_failures: u32,
+    pub renewals: Counters,
+    pub hook_failures: u64,
+    pub hooks: Vec<HookResult>,
+}
+
+impl State {
+    pub fn path(dir: &Path) -> PathBuf {
+        dir.join(STATE_FILE)
+    }
+
+    /// The saved state, or the default when there is none or it cannot be read.
+    pub fn load(dir: &Path) -> State {
+        std::fs::read(State::path(dir))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default()
+    }
+
+    pub fn save(&self, dir: &Path) -> Result<(), StoreError> {
+        let mut json = serde_json::to_vec_pretty(self).expect("state serializes");
+        json.push(b'\n');
+        write_atomic(&State::path(dir), &json, 0o644)
+    }
+
+    pub fn record_success(&mut self, at: OffsetDateTime, serial: &str) {
+        self.last_attempt = Some(Attempt {
+            at,
+            outcome: Outcome::Ok,
+            error: None,
+            serial: Some(serial.to_string()),
+        });
+        self.last_success = Some(at);
+        self.consecutive_failures = 0;
+        self.renewals.ok += 1;
+    }
+
+    pub fn record_failure(&mut self, at: OffsetDateTime, error: &str) {
+        self.last_attempt = Some(Attempt {
+            at,
+            outcome: Outcome::Error,
+            error: Some(error.to_string()),
+            serial: None,
+        });
+        self.consecutive_failures += 1;
+        self.renewals.error += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_counts() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut s = State::load(tmp.path());
+        assert_eq!(s, State::default());
+        let t = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+        s.record_failure(t, "HTTP 503");
+        s.record_failure(t, "HTTP 503");
+        assert_eq!(s.consecutive_failures, 2);
+        s.record_success(t, "ABCD");
+        s.save(tmp.path()).unwrap();
+        let back = State::load(tmp.path());
+        assert_eq!(back.consecutive_failures, 0);
+        assert_eq!(back.renewals, Counters { ok: 1, error: 2 });
+        assert_eq!(back.last_attempt.unwrap().serial.as_deref(), Some("ABCD"));
+        let text = std::fs::read_to_string(State::path(tmp.path())).unwrap();
+        assert!(text.contains("\"at\": \"2027-01-15T08:00:00Z\""), "{text}");
+    }
+
+    #[test]
+    fn corrupt_state_reads_as_empty() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(State::path(tmp.path()), "{not json").unwrap();
+        assert_eq!(State::load(tmp.path()), State::default());
+    }
+}

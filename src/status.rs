@@ -1,0 +1,345 @@
+//! What `eit-certd status` reports: the installed set, its health, the last attempt and the
+//! next renewal, for a person (text with a lifetime bar) or a machine (`--json`).
+//!
+//! Building the report is pure (facts and "now" in); only `gather` touches the disk.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::pki::validate::rfc3339;
+use crate::schedule::Policy;
+use crate::state::State;
+use crate::store::{self, CurrentSet, Store};
+
+/// Health, ordered from good to bad; the exit code follows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Health {
+    Valid,
+    Due,
+    Expired,
+    Missing,
+    Broken,
+}
+
+impl Health {
+    /// 0 valid, 1 due (renewal pending), 3 no usable certificate.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Health::Valid => 0,
+            Health::Due => 1,
+            Health::Expired | Health::Missing | Health::Broken => 3,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Installed {
+    pub generation: String,
+    pub dir: PathBuf,
+    pub subject: String,
+    pub issuer: String,
+    pub serial: String,
+    pub fingerprint_sha256: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_before: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_after: OffsetDateTime,
+    pub lifetime_seconds: u64,
+    pub remaining_seconds: u64,
+    pub key_matches: bool,
+    pub files: Files,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Files {
+    pub key: PathBuf,
+    pub cert: PathBuf,
+    pub chain: PathBuf,
+    pub fullchain: PathBuf,
+    pub combined: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub health: Health,
+    pub output_dir: PathBuf,
+    pub installed: Option<Installed>,
+    /// Why the set is unusable, for `Broken`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub renewal_due_at: Option<OffsetDateTime>,
+    pub state: State,
+}
+
+/// Reads the store and the state file.
+pub fn gather(store: &Store, policy: &Policy, now: OffsetDateTime) -> Report {
+    let state = State::load(store.dir());
+    let current = store.read_current().map_err(|e| e.to_string());
+    build(store, current, state, policy, now)
+}
+
+pub fn build(
+    store: &Store,
+    current: Result<Option<CurrentSet>, String>,
+    state: State,
+    policy: &Policy,
+    now: OffsetDateTime,
+) -> Report {
+    let link = store.current_link();
+    let files = Files {
+        key: link.join(store::KEY_FILE),
+        cert: link.join(store::CERT_FILE),
+        chain: link.join(store::CHAIN_FILE),
+        fullchain: link.join(store::FULLCHAIN_FILE),
+        combined: link.join(store::COMBINED_FILE),
+    };
+    let mut report = Report {
+        health: Health::Missing,
+        output_dir: store.dir().to_path_buf(),
+        installed: None,
+        problem: None,
+        renewal_due_at: None,
+        state,
+    };
+    let set = match current {
+        Ok(Some(set)) => set,
+        Ok(None) => return report,
+        Err(problem) => {
+            report.health = Health::Broken;
+            report.problem = Some(problem);
+            return report;
+        }
+    };
+    let leaf = &set.leaf;
+    report.renewal_due_at = Some(policy.renewal_point(leaf.not_before, leaf.not_after));
+    report.health = if !set.key_matches {
+        report.problem = Some(format!(
+            "{} does not hold the key of {}; run `eit-certd renew --force`",
+            files.key.display(),
+            files.cert.display()
+        ));
+        Health::Broken
+    } else if now >= leaf.not_after {
+        Health::Expired
+    } else if policy.is_due(leaf.not_before, leaf.not_after, now) {
+        Health::Due
+    } else {
+        Health::Valid
+    };
+    report.installed = Some(Installed {
+        generation: set.id.clone(),
+        dir: set.dir.clone(),
+        subject: leaf.subject.clone(),
+        issuer: leaf.issuer.clone(),
+        serial: leaf.serial_hex.clone(),
+        fingerprint_sha256: leaf.fingerprint_sha256.clone(),
+        not_before: leaf.not_before,
+        not_after: leaf.not_after,
+        lifetime_seconds: leaf.lifetime().as_secs(),
+        remaining_seconds: leaf.remaining(now).as_secs(),
+        key_matches: set.key_matches,
+        files,
+    });
+    report
+}
+
+/// A 20-cell bar of the remaining share of the lifetime.
+pub fn bar(remaining: Duration, lifetime: Duration) -> String {
+    const CELLS: usize = 20;
+    let share = if lifetime.is_zero() {
+        0.0
+    } else {
+        (remaining.as_secs_f64() / lifetime.as_secs_f64()).clamp(0.0, 1.0)
+    };
+    let full = (share * CELLS as f64).round() as usize;
+    format!(
+        "[{}{}] {:>3.0}%",
+        "#".repeat(full),
+        "-".repeat(CELLS - full),
+        share * 100.0
+    )
+}
+
+fn human(d: Duration) -> String {
+    // Whole seconds: sub-second precision is noise in a status line.
+    humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
+}
+
+fn relative(t: OffsetDateTime, now: OffsetDateTime) -> String {
+    if t >= now {
+        format!("in {}", human((t - now).try_into().unwrap_or_default()))
+    } else {
+        format!("{} ago", human((now - t).try_into().unwrap_or_default()))
+    }
+}
+
+impl Report {
+    pub fn render_text(&self, now: OffsetDateTime) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let health = match self.health {
+            Health::Valid => "valid",
+            Health::Due => "valid, renewal due",
+            Health::Expired => "EXPIRED",
+            Health::Missing => "no certificate installed",
+            Health::Broken => "BROKEN",
+        };
+        let _ = writeln!(out, "status        {health}");
+        let _ = writeln!(out, "output dir    {}", self.output_dir.display());
+        if let Some(problem) = &self.problem {
+            let _ = writeln!(out, "problem       {problem}");
+        }
+        if let Some(i) = &self.installed {
+            let remaining = Duration::from_secs(i.remaining_seconds);
+            let lifetime = Duration::from_secs(i.lifetime_seconds);
+            let _ = writeln!(out, "subject       {}", i.subject);
+            let _ = writeln!(out, "issuer        {}", i.issuer);
+            let _ = writeln!(out, "serial        {}", i.serial);
+            let _ = writeln!(out, "sha256        {}", i.fingerprint_sha256);
+            let _ = writeln!(
+                out,
+                "valid         {} .. {} ({})",
+                rfc3339(i.not_before),
+                rfc3339(i.not_after),
+                human(lifetime)
+            );
+            let _ = writeln!(
+                out,
+                "remaining     {} {}",
+                bar(remaining, lifetime),
+                human(remaining)
+            );
+            let _ = writeln!(out, "generation    {}", i.generation);
+            let _ = writeln!(out, "key           {}", i.files.key.display());
+            let _ = writeln!(out, "certificate   {}", i.files.cert.display());
+            let _ = writeln!(out, "chain         {}", i.files.chain.display());
+            let _ = writeln!(out, "fullchain     {}", i.files.fullchain.display());
+            let _ = writeln!(out, "combined      {}", i.files.combined.display());
+        }
+        let next = self.state.next_renewal.or(self.renewal_due_at);
+        if let Some(next) = next {
+            let _ = writeln!(
+                out,
+                "next renewal  {} ({})",
+                rfc3339(next),
+                relative(next, now)
+            );
+        }
+        match &self.state.last_attempt {
+            Some(a) => {
+                let what = match &a.error {
+                    Some(e) => format!("failed: {e}"),
+                    None => format!("ok, serial {}", a.serial.as_deref().unwrap_or("?")),
+                };
+                let _ = writeln!(
+                    out,
+                    "last attempt  {} ({}) {what}",
+                    rfc3339(a.at),
+                    relative(a.at, now)
+                );
+            }
+            None => {
+                let _ = writeln!(out, "last attempt  none recorded");
+            }
+        }
+        if self.state.consecutive_failures > 0 {
+            let _ = writeln!(
+                out,
+                "failures      {} in a row",
+                self.state.consecutive_failures
+            );
+        }
+        for h in &self.state.hooks {
+            let result = if h.ok {
+                "ok".to_string()
+            } else {
+                format!("FAILED {}", h.detail)
+            };
+            let _ = writeln!(
+                out,
+                "hook          {} at {}: {result}",
+                h.name,
+                rfc3339(h.at)
+            );
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pki::validate::LeafInfo;
+    use time::macros::datetime;
+
+    fn policy() -> Policy {
+        Policy {
+            renew_at: 0.66,
+            min_remaining: Duration::from_secs(600),
+            jitter: Duration::ZERO,
+        }
+    }
+
+    fn set(key_matches: bool) -> CurrentSet {
+        CurrentSet {
+            dir: PathBuf::from("/o/generations/g1"),
+            id: "g1".into(),
+            leaf: LeafInfo {
+                not_before: datetime!(2026-01-01 00:00 UTC),
+                not_after: datetime!(2026-01-01 01:00 UTC),
+                serial_hex: "AB".into(),
+                fingerprint_sha256: "ff".into(),
+                subject: "C=US, CN=i".into(),
+                issuer: "CN=int".into(),
+                public_key_der: vec![],
+            },
+            key_matches,
+        }
+    }
+
+    fn health(current: Result<Option<CurrentSet>, String>, now: OffsetDateTime) -> Health {
+        let store = Store::new(std::path::Path::new("/o"), 3, None).unwrap();
+        build(&store, current, State::default(), &policy(), now).health
+    }
+
+    #[test]
+    fn health_follows_time_key_and_presence() {
+        let early = datetime!(2026-01-01 00:10 UTC);
+        let late = datetime!(2026-01-01 00:50 UTC);
+        let after = datetime!(2026-01-01 01:00 UTC);
+        assert_eq!(health(Ok(Some(set(true))), early), Health::Valid);
+        assert_eq!(health(Ok(Some(set(true))), late), Health::Due);
+        assert_eq!(health(Ok(Some(set(true))), after), Health::Expired);
+        assert_eq!(health(Ok(Some(set(false))), early), Health::Broken);
+        assert_eq!(health(Ok(None), early), Health::Missing);
+        assert_eq!(health(Err("x".into()), early), Health::Broken);
+        assert_eq!(Health::Valid.exit_code(), 0);
+        assert_eq!(Health::Due.exit_code(), 1);
+        assert_eq!(Health::Expired.exit_code(), 3);
+    }
+
+    #[test]
+    fn text_shows_remaining_bar_and_paths() {
+        let store = Store::new(std::path::Path::new("/o"), 3, None).unwrap();
+        let now = datetime!(2026-01-01 00:30 UTC);
+        let r = build(
+            &store,
+            Ok(Some(set(true))),
+            State::default(),
+            &policy(),
+            now,
+        );
+        let text = r.render_text(now);
+        assert!(text.contains("[##########----------]  50% 30m"), "{text}");
+        assert!(text.contains("/o/current/key.pem"), "{text}");
+        assert!(
+            text.contains("next renewal  2026-01-01T00:39:36Z (in 9m 36s)"),
+            "{text}"
+        );
+    }
+}

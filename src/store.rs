@@ -1,0 +1,665 @@
+//! The on-disk certificate store under `output.dir`:
+//!
+//! ```text
+//! output.dir/
+//!   current -> generations/<id>      swapped atomically, only after <id> is complete and fsynced
+//!   generations/<id>/key.pem         0600 (0640 with output.group), PKCS#8
+//!                    cert.pem        leaf
+//!                    chain.pem       intermediates
+//!                    fullchain.pem   leaf + intermediates
+//!                    combined.pem    key + fullchain, mode as key.pem (stunnel `cert =`)
+//!   state.json                       last attempt, next renewal (see `state`)
+//!   .lock                            flock held by the writer (see `lock`)
+//! ```
+//!
+//! A generation is written under a temporary name, fsynced, renamed into place, and only then
+//! pointed at by `current` (rename of a temporary symlink over it). A failure at any step removes
+//! what this attempt wrote and leaves `current` and every older generation untouched, so readers
+//! never see a mixed set and a failed renewal never costs the installed one.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+
+use nix::unistd::Gid;
+use time::OffsetDateTime;
+
+use crate::pki::validate::LeafInfo;
+use crate::pki::{PrivateKey, Verified};
+
+pub const KEY_FILE: &str = "key.pem";
+pub const CERT_FILE: &str = "cert.pem";
+pub const CHAIN_FILE: &str = "chain.pem";
+pub const FULLCHAIN_FILE: &str = "fullchain.pem";
+pub const COMBINED_FILE: &str = "combined.pem";
+pub const CURRENT: &str = "current";
+pub const GENERATIONS: &str = "generations";
+
+/// Prefix of names this module writes before renaming them into place; anything carrying it
+/// was left by an interrupted attempt and is removed by the next writer.
+const TMP_PREFIX: &str = ".tmp-";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot {action} {}: {source}{}", path.display(), hint(source))]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "{} is not a symlink into {}/ (it is {what}); refusing to follow it. Move it away and run \
+         `eit-certd renew --force`",
+        path.display(), GENERATIONS
+    )]
+    CurrentNotOurs { path: PathBuf, what: String },
+    #[error("output.group {0:?} does not exist on this system; create it or remove output.group")]
+    NoSuchGroup(String),
+    #[error("cannot look up output.group {name:?}: {source}")]
+    GroupLookup { name: String, source: nix::Error },
+}
+
+fn hint(e: &std::io::Error) -> &'static str {
+    match e.kind() {
+        std::io::ErrorKind::PermissionDenied => {
+            " (permission denied: run as root, or make output.dir writable by this user)"
+        }
+        _ if e.raw_os_error() == Some(nix::libc::ENOSPC) => {
+            " (the file system is full: free space under output.dir)"
+        }
+        _ if e.raw_os_error() == Some(nix::libc::EROFS) => {
+            " (read-only file system: point output.dir at a writable place)"
+        }
+        _ => "",
+    }
+}
+
+fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StoreError {
+    let path = path.to_path_buf();
+    move |source| StoreError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+/// What `current` points at, as read back from disk.
+#[derive(Debug, Clone)]
+pub struct CurrentSet {
+    /// The resolved generation directory.
+    pub dir: PathBuf,
+    pub id: String,
+    pub leaf: LeafInfo,
+    /// `key.pem` parses and is the key of `cert.pem`.
+    pub key_matches: bool,
+}
+
+/// One installed generation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Generation {
+    pub id: String,
+    pub dir: PathBuf,
+}
+
+impl Generation {
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    dir: PathBuf,
+    keep: usize,
+    group: Option<Gid>,
+    /// Unit tests fail an install at a chosen step, even as root (which ignores file modes).
+    #[cfg(test)]
+    fail_at: Option<FailPoint>,
+}
+
+#[cfg(test)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FailPoint {
+    WhileWriting,
+    BeforeSwap,
+}
+
+#[cfg(test)]
+fn injected(at: FailPoint, path: &Path) -> Result<(), StoreError> {
+    Err(io("write (injected failure)", path)(std::io::Error::other(
+        format!("{at:?}"),
+    )))
+}
+
+impl Store {
+    /// A store at `dir`. Resolves `group` now so a typo fails at start, not at the first install.
+    pub fn new(dir: &Path, keep: usize, group: Option<&str>) -> Result<Store, StoreError> {
+        let group = match group {
+            None => None,
+            Some(name) => Some(
+                nix::unistd::Group::from_name(name)
+                    .map_err(|source| StoreError::GroupLookup {
+                        name: name.to_string(),
+                        source,
+                    })?
+                    .ok_or_else(|| StoreError::NoSuchGroup(name.to_string()))?
+                    .gid,
+            ),
+        };
+        Ok(Store {
+            dir: dir.to_path_buf(),
+            keep: keep.max(1),
+            group,
+            #[cfg(test)]
+            fail_at: None,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn current_link(&self) -> PathBuf {
+        self.dir.join(CURRENT)
+    }
+
+    fn generations(&self) -> PathBuf {
+        self.dir.join(GENERATIONS)
+    }
+
+    /// Mode for files holding the private key.
+    fn key_mode(&self) -> u32 {
+        if self.group.is_some() {
+            0o640
+        } else {
+            0o600
+        }
+    }
+
+    /// The generation `current` points at, or `None` when there is no `current` yet.
+    /// Refuses a `current` that is not a symlink to `generations/<id>`.
+    pub fn current_generation(&self) -> Result<Option<Generation>, StoreError> {
+        let link = self.current_link();
+        let meta = match fs::symlink_metadata(&link) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io("inspect", &link)(e)),
+        };
+        if !meta.file_type().is_symlink() {
+            let what = if meta.is_dir() {
+                "a directory"
+            } else {
+                "a regular file"
+            };
+            return Err(StoreError::CurrentNotOurs {
+                path: link,
+                what: what.into(),
+            });
+        }
+        let target = fs::read_link(&link).map_err(io("read", &link))?;
+        let mut parts = target.components();
+        let id = match (parts.next(), parts.next(), parts.next()) {
+            (Some(Component::Normal(g)), Some(Component::Normal(id)), None)
+                if g == GENERATIONS && !id.to_string_lossy().starts_with('.') =>
+            {
+                id.to_string_lossy().into_owned()
+            }
+            _ => {
+                return Err(StoreError::CurrentNotOurs {
+                    path: link,
+                    what: format!("a symlink to {}", target.display()),
+                })
+            }
+        };
+        Ok(Some(Generation {
+            dir: self.generations().join(&id),
+            id,
+        }))
+    }
+
+    /// Reads back the current set. `Ok(None)`: nothing installed (or `current` dangles).
+    /// A set whose certificate does not parse is reported as an error naming the file.
+    pub fn read_current(&self) -> Result<Option<CurrentSet>, StoreError> {
+        let Some(generation) = self.current_generation()? else {
+            return Ok(None);
+        };
+        let cert_path = generation.file(CERT_FILE);
+        let cert = match fs::read(&cert_path) {
+            Ok(c) => c,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io("read", &cert_path)(e)),
+        };
+        let leaf = LeafInfo::from_pem(&cert).map_err(|e| StoreError::Io {
+            action: "parse",
+            path: cert_path.clone(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+        })?;
+        let key_path = generation.file(KEY_FILE);
+        let key_matches = match fs::read(&key_path) {
+            Ok(bytes) => {
+                let bytes = zeroize::Zeroizing::new(bytes);
+                PrivateKey::from_pem(&bytes)
+                    .and_then(|k| k.public_key_der())
+                    .map(|der| der == leaf.public_key_der)
+                    .unwrap_or(false)
+            }
+            Err(_) => false,
+        };
+        Ok(Some(CurrentSet {
+            dir: generation.dir,
+            id: generation.id,
+            leaf,
+            key_matches,
+        }))
+    }
+
+    /// Installs `verified` with `key` as a new generation and points `current` at it.
+    pub fn install(&self, key: &PrivateKey, verified: &Verified) -> Result<Generation, StoreError> {
+        let generations = self.generations();
+        create_dir(&self.dir, 0o755)?;
+        create_dir(&generations, 0o755)?;
+        self.clean_litter()?;
+
+        let id = generation_id(
+            next_sequence(&self.list_generations()?),
+            OffsetDateTime::now_utc(),
+            &verified.leaf.serial_hex,
+        );
+        let tmp = generations.join(format!("{TMP_PREFIX}{id}"));
+        let final_dir = generations.join(&id);
+        let result = self
+            .write_generation(&tmp, key, verified)
+            .and_then(|()| fs::rename(&tmp, &final_dir).map_err(io("rename into place", &tmp)))
+            .and_then(|()| fsync_dir(&generations));
+        if let Err(e) = result {
+            let _ = fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+
+        if let Err(e) = self.point_current_at(&id) {
+            // Not referenced by anything: removing it restores the state before this attempt.
+            let _ = fs::remove_dir_all(&final_dir);
+            let _ = fsync_dir(&generations);
+            return Err(e);
+        }
+        let generation = Generation { id, dir: final_dir };
+        self.prune(&generation.id)?;
+        Ok(generation)
+    }
+
+    fn write_generation(
+        &self,
+        dir: &Path,
+        key: &PrivateKey,
+        verified: &Verified,
+    ) -> Result<(), StoreError> {
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(dir)
+            .map_err(io("create", dir))?;
+        let leaf = verified.leaf_pem();
+        let chain = verified.chain_pem();
+        let fullchain = format!("{leaf}{chain}");
+        let mut combined = zeroize::Zeroizing::new(key.pem().to_vec());
+        combined.extend_from_slice(fullchain.as_bytes());
+
+        let key_mode = self.key_mode();
+        write_file(&dir.join(KEY_FILE), key.pem(), key_mode, self.group)?;
+        write_file(&dir.join(CERT_FILE), leaf.as_bytes(), 0o644, None)?;
+        write_file(&dir.join(CHAIN_FILE), chain.as_bytes(), 0o644, None)?;
+        write_file(&dir.join(FULLCHAIN_FILE), fullchain.as_bytes(), 0o644, None)?;
+        #[cfg(test)]
+        if self.fail_at == Some(FailPoint::WhileWriting) {
+            return injected(FailPoint::WhileWriting, &dir.join(COMBINED_FILE));
+        }
+        write_file(&dir.join(COMBINED_FILE), &combined, key_mode, self.group)?;
+        // Readable by the TLS client's user; the key files keep their own modes.
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).map_err(io("chmod", dir))?;
+        fsync_dir(dir)
+    }
+
+    fn point_current_at(&self, id: &str) -> Result<(), StoreError> {
+        #[cfg(test)]
+        if self.fail_at == Some(FailPoint::BeforeSwap) {
+            return injected(FailPoint::BeforeSwap, &self.current_link());
+        }
+        let tmp_link = self.dir.join(format!("{TMP_PREFIX}{CURRENT}-{id}"));
+        let target = Path::new(GENERATIONS).join(id);
+        let _ = fs::remove_file(&tmp_link);
+        std::os::unix::fs::symlink(&target, &tmp_link).map_err(io("create symlink", &tmp_link))?;
+        if let Err(e) = fs::rename(&tmp_link, self.current_link()) {
+            let _ = fs::remove_file(&tmp_link);
+            return Err(io("replace", &self.current_link())(e));
+        }
+        fsync_dir(&self.dir)
+    }
+
+    /// Removes what an interrupted attempt left behind. Only the lock holder may call this.
+    pub fn clean_litter(&self) -> Result<usize, StoreError> {
+        let mut removed = 0;
+        for dir in [self.dir.clone(), self.generations()] {
+            let entries = match fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io("list", &dir)(e)),
+            };
+            for entry in entries.flatten() {
+                if !entry.file_name().to_string_lossy().starts_with(TMP_PREFIX) {
+                    continue;
+                }
+                let path = entry.path();
+                let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
+                let r = if is_dir {
+                    fs::remove_dir_all(&path)
+                } else {
+                    fs::remove_file(&path)
+                };
+                r.map_err(io("remove leftover", &path))?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Generation ids, oldest first (ids sort by install time).
+    pub fn list_generations(&self) -> Result<Vec<String>, StoreError> {
+        let dir = self.generations();
+        let mut ids: Vec<String> = match fs::read_dir(&dir) {
+            Ok(entries) => entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| !n.starts_with('.'))
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(io("list", &dir)(e)),
+        };
+        // Zero-padded sequence numbers sort as text until a million installs; by number beyond.
+        ids.sort_by_key(|id| {
+            (
+                id.split('-').next().and_then(|n| n.parse::<u64>().ok()),
+                id.clone(),
+            )
+        });
+        Ok(ids)
+    }
+
+    /// Keeps the newest `keep` generations, never removing `current_id`.
+    fn prune(&self, current_id: &str) -> Result<(), StoreError> {
+        let ids = self.list_generations()?;
+        let excess = ids.len().saturating_sub(self.keep);
+        for id in ids.iter().take(excess).filter(|id| *id != current_id) {
+            let path = self.generations().join(id);
+            fs::remove_dir_all(&path).map_err(io("prune", &path))?;
+        }
+        fsync_dir(&self.generations())
+    }
+}
+
+/// `000042-20261123T190511Z-3A9F…`: a sequence number first, so ids sort in install order
+/// even when the clock steps back; the time and serial are for people reading the directory.
+fn generation_id(sequence: u64, now: OffsetDateTime, serial_hex: &str) -> String {
+    let fmt = time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
+    let stamp = now
+        .format(&fmt)
+        .unwrap_or_else(|_| now.unix_timestamp().to_string());
+    let serial: String = serial_hex.chars().take(16).collect();
+    format!("{sequence:06}-{stamp}-{serial}")
+}
+
+/// One more than the highest sequence number among `ids`.
+fn next_sequence(ids: &[String]) -> u64 {
+    ids.iter()
+        .filter_map(|id| id.split('-').next()?.parse::<u64>().ok())
+        .max()
+        .map_or(1, |n| n + 1)
+}
+
+fn create_dir(dir: &Path, mode: u32) -> Result<(), StoreError> {
+    match fs::DirBuilder::new().mode(mode).create(dir) {
+        Ok(()) => fsync_dir(dir.parent().unwrap_or(Path::new("/"))),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        Err(e) => Err(io("create", dir)(e)),
+    }
+}
+
+/// Creates `path` (which must not exist), writes `data`, sets `mode` exactly (the umask does
+/// not apply) and the group, and fsyncs.
+fn write_file(path: &Path, data: &[u8], mode: u32, group: Option<Gid>) -> Result<(), StoreError> {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode & 0o600)
+        .open(path)
+        .map_err(io("create", path))?;
+    if let Some(gid) = group {
+        nix::unistd::fchown(&f, None, Some(gid)).map_err(|e| io("chown", path)(e.into()))?;
+    }
+    f.set_permissions(fs::Permissions::from_mode(mode))
+        .map_err(io("chmod", path))?;
+    f.write_all(data).map_err(io("write", path))?;
+    f.sync_all().map_err(io("fsync", path))
+}
+
+pub(crate) fn fsync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io("fsync", dir))
+}
+
+/// Replaces `path` with `data` atomically (temp file, fsync, rename, fsync of the directory).
+/// Used for `state.json` and the metrics textfile.
+pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), StoreError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    let tmp = dir.join(format!("{TMP_PREFIX}{name}-{}", std::process::id()));
+    let _ = fs::remove_file(&tmp);
+    let result = write_file(&tmp, data, mode, None)
+        .and_then(|()| fs::rename(&tmp, path).map_err(io("replace", path)))
+        .and_then(|()| fsync_dir(dir));
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pki::testca::TestCa;
+    use crate::pki::validate::{validate, DEFAULT_SKEW};
+
+    fn verified_set() -> (PrivateKey, Verified) {
+        let ca = TestCa::new();
+        // The test CA issues for its own fresh key; re-issue for ours through the public API.
+        let key = PrivateKey::generate(2048).unwrap();
+        let issued = ca.issue_for_key(&key, 3600);
+        let v = validate(
+            &issued,
+            &key.public_key_der().unwrap(),
+            None,
+            OffsetDateTime::now_utc(),
+            DEFAULT_SKEW,
+        )
+        .unwrap();
+        (key, v)
+    }
+
+    fn mode(p: &Path) -> u32 {
+        fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+        let mut out = Vec::new();
+        for entry in walk(dir) {
+            let meta = fs::symlink_metadata(&entry).unwrap();
+            let content = if meta.file_type().is_symlink() {
+                fs::read_link(&entry)
+                    .unwrap()
+                    .into_os_string()
+                    .into_encoded_bytes()
+            } else if meta.is_file() {
+                fs::read(&entry).unwrap()
+            } else {
+                Vec::new()
+            };
+            out.push((entry, content));
+        }
+        out.sort();
+        out
+    }
+
+    fn walk(dir: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for e in fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            out.push(p.clone());
+            if e.file_type().unwrap().is_dir() {
+                out.extend(walk(&p));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn install_writes_the_layout_with_modes_and_points_current() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::new(&tmp.path().join("out"), 3, None).unwrap();
+        let (key, v) = verified_set();
+        let generation = store.install(&key, &v).unwrap();
+        let current = store.read_current().unwrap().unwrap();
+        assert_eq!(current.id, generation.id);
+        assert!(current.key_matches);
+        assert_eq!(current.leaf.serial_hex, v.leaf.serial_hex);
+        let g = &generation;
+        assert_eq!(mode(&g.file(KEY_FILE)), 0o600);
+        assert_eq!(mode(&g.file(COMBINED_FILE)), 0o600);
+        assert_eq!(mode(&g.file(CERT_FILE)), 0o644);
+        assert_eq!(fs::read(g.file(KEY_FILE)).unwrap(), key.pem());
+        let full = fs::read_to_string(g.file(FULLCHAIN_FILE)).unwrap();
+        assert_eq!(full, format!("{}{}", v.leaf_pem(), v.chain_pem()));
+        let combined = fs::read(g.file(COMBINED_FILE)).unwrap();
+        assert!(combined.starts_with(key.pem()) && combined.ends_with(full.as_bytes()));
+        assert_eq!(
+            fs::read_link(store.current_link()).unwrap(),
+            Path::new("generations").join(&g.id)
+        );
+    }
+
+    #[test]
+    fn second_install_keeps_previous_generation_byte_identical_and_prunes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::new(tmp.path(), 2, None).unwrap();
+        let (k1, v1) = verified_set();
+        let g1 = store.install(&k1, &v1).unwrap();
+        let before = snapshot(&g1.dir);
+        let (k2, v2) = verified_set();
+        let g2 = store.install(&k2, &v2).unwrap();
+        assert_ne!(g1.id, g2.id);
+        assert_eq!(snapshot(&g1.dir), before);
+        let (k3, v3) = verified_set();
+        let g3 = store.install(&k3, &v3).unwrap();
+        assert_eq!(
+            store.list_generations().unwrap(),
+            vec![g2.id, g3.id.clone()]
+        );
+        assert_eq!(store.current_generation().unwrap().unwrap().id, g3.id);
+    }
+
+    #[test]
+    fn failed_install_leaves_current_and_no_litter() {
+        for at in [FailPoint::WhileWriting, FailPoint::BeforeSwap] {
+            let tmp = tempfile::tempdir().unwrap();
+            let mut store = Store::new(tmp.path(), 3, None).unwrap();
+            let (k1, v1) = verified_set();
+            store.install(&k1, &v1).unwrap();
+            let before = snapshot(tmp.path());
+            store.fail_at = Some(at);
+            let (k2, v2) = verified_set();
+            let e = store.install(&k2, &v2).unwrap_err().to_string();
+            assert!(e.contains("injected"), "{e}");
+            assert_eq!(snapshot(tmp.path()), before, "after a failure {at:?}");
+        }
+    }
+
+    #[test]
+    fn unwritable_output_dir_names_the_path() {
+        if nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: root ignores directory modes (covered by fail_at injection)");
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o555)).unwrap();
+        let store = Store::new(&tmp.path().join("out"), 3, None).unwrap();
+        let (k, v) = verified_set();
+        let e = store.install(&k, &v).unwrap_err().to_string();
+        assert!(e.contains("out") && e.contains("permission denied"), "{e}");
+    }
+
+    #[test]
+    fn litter_from_a_crash_is_removed_by_the_next_install() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::new(tmp.path(), 3, None).unwrap();
+        fs::create_dir_all(tmp.path().join(GENERATIONS).join(".tmp-half")).unwrap();
+        std::os::unix::fs::symlink("generations/x", tmp.path().join(".tmp-current-x")).unwrap();
+        let (k, v) = verified_set();
+        store.install(&k, &v).unwrap();
+        let names: Vec<_> = walk(tmp.path())
+            .into_iter()
+            .filter(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with(".tmp-")
+            })
+            .collect();
+        assert!(names.is_empty(), "{names:?}");
+    }
+
+    #[test]
+    fn current_that_is_not_our_symlink_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::new(tmp.path(), 3, None).unwrap();
+        fs::write(tmp.path().join(CURRENT), "x").unwrap();
+        let e = store.read_current().unwrap_err().to_string();
+        assert!(e.contains("regular file") && e.contains("refusing"), "{e}");
+        fs::remove_file(tmp.path().join(CURRENT)).unwrap();
+        std::os::unix::fs::symlink("/etc", tmp.path().join(CURRENT)).unwrap();
+        let e = store.read_current().unwrap_err().to_string();
+        assert!(e.contains("a symlink to /etc"), "{e}");
+        fs::remove_file(tmp.path().join(CURRENT)).unwrap();
+        std::os::unix::fs::symlink("generations/../../etc", tmp.path().join(CURRENT)).unwrap();
+        assert!(store.read_current().is_err());
+    }
+
+    #[test]
+    fn nothing_installed_reads_as_none() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::new(tmp.path(), 3, None).unwrap();
+        assert!(store.read_current().unwrap().is_none());
+    }
+
+    #[test]
+    fn unknown_group_is_a_clear_error() {
+        let e = Store::new(Path::new("/tmp/x"), 3, Some("no-such-group-eit"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("no-such-group-eit") && e.contains("output.group"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn atomic_write_replaces_whole_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("state.json");
+        write_atomic(&p, b"one", 0o644).unwrap();
+        write_atomic(&p, b"two", 0o644).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 1);
+    }
+}

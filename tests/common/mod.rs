@@ -1,0 +1,226 @@
+//! Shared helpers for integration tests: start the real emulator binary, write configs, run
+//! the real `eit-certd` binary, and look at what landed on disk.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_eit-certd")
+}
+
+/// A running `eit-certd emulator`, killed when dropped.
+pub struct Emulator {
+    pub child: Child,
+    pub url: String,
+    pub state_dir: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl Emulator {
+    pub fn start(extra: &[&str]) -> Emulator {
+        let tmp = tempfile::tempdir().unwrap();
+        let state_dir = tmp.path().join("emulator");
+        let mut child = Command::new(bin())
+            .arg("emulator")
+            .arg("--state-dir")
+            .arg(&state_dir)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start emulator");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line.trim().to_string();
+        assert!(url.starts_with("http"), "emulator printed {url:?}");
+        Emulator {
+            child,
+            url,
+            state_dir,
+            _tmp: tmp,
+        }
+    }
+
+    pub fn ca_pem(&self) -> PathBuf {
+        self.state_dir.join("ca.pem")
+    }
+
+    /// A plain-http client for the control endpoints (https emulators: trusts their root).
+    pub fn control(&self) -> reqwest::blocking::Client {
+        let mut b = reqwest::blocking::Client::builder().no_proxy();
+        if self.url.starts_with("https") {
+            let pem = std::fs::read(self.ca_pem()).unwrap();
+            b = b.add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap());
+        }
+        b.build().unwrap()
+    }
+
+    pub fn requests(&self) -> Vec<serde_json::Value> {
+        self.control()
+            .get(format!("{}/emulator/v1/requests", self.url))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    }
+
+    pub fn set_fault(&self, mode: &str, count: Option<u32>) {
+        let body = match count {
+            Some(n) => serde_json::json!({"mode": mode, "count": n}),
+            None => serde_json::json!({"mode": mode}),
+        };
+        let r = self
+            .control()
+            .put(format!("{}/emulator/v1/fault", self.url))
+            .json(&body)
+            .send()
+            .unwrap();
+        assert!(r.status().is_success(), "set fault {mode}: {}", r.status());
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A scratch directory with a config file pointing at an emulator.
+pub struct Setup {
+    pub tmp: tempfile::TempDir,
+    pub config: PathBuf,
+    pub out: PathBuf,
+}
+
+impl Setup {
+    /// `extra` is appended verbatim to the generated TOML (extra sections or [[hooks]]).
+    pub fn new(emulator: &Emulator, key_bits: u32, extra_metadata: &str, extra: &str) -> Setup {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("out");
+        let config = tmp.path().join("config.toml");
+        let text = format!(
+            "[metadata]\nendpoint = \"{}\"\ntimeout = \"5s\"\n{extra_metadata}\n\
+             [certificate]\nkey_bits = {key_bits}\nsubject = {{ C = \"US\", O = \"eit-certd tests\" }}\n\
+             min_remaining = \"5s\"\njitter = \"0s\"\n\n[output]\ndir = \"{}\"\n\n{extra}\n",
+            emulator.url,
+            out.display()
+        );
+        std::fs::write(&config, text).unwrap();
+        Setup { tmp, config, out }
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        Command::new(bin())
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    pub fn current(&self) -> PathBuf {
+        self.out.join("current")
+    }
+
+    pub fn generations(&self) -> Vec<String> {
+        let mut v: Vec<String> = match std::fs::read_dir(self.out.join("generations")) {
+            Ok(rd) => rd
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        v.sort();
+        v
+    }
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn assert_exit(o: &Output, code: i32) {
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        stdout(o),
+        stderr(o)
+    );
+}
+
+/// Every file and symlink under `dir` with its content (symlinks: their target), so a test can
+/// prove a failed renewal changed nothing at all.
+pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    fn walk(dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            let meta = std::fs::symlink_metadata(&p).unwrap();
+            if meta.file_type().is_symlink() {
+                let t = std::fs::read_link(&p).unwrap();
+                out.insert(p, t.into_os_string().into_encoded_bytes());
+            } else if meta.is_dir() {
+                out.insert(p.clone(), b"<dir>".to_vec());
+                walk(&p, out);
+            } else {
+                let mut content = std::fs::read(&p).unwrap();
+                content.extend_from_slice(
+                    format!("<mode {:o}>", meta.permissions().mode()).as_bytes(),
+                );
+                out.insert(p, content);
+            }
+        }
+    }
+    walk(dir, &mut out);
+    out
+}
+
+pub fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+/// Runs a program and returns (status ok, stdout+stderr).
+pub fn run_tool(program: &str, args: &[&str]) -> (bool, String) {
+    let o = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    (o.status.success(), format!("{}{}", stdout(&o), stderr(&o)))
+}
+
+/// The public key of a certificate or key file, as PEM, via the openssl CLI.
+pub fn pubkey_of_cert(cert: &Path) -> String {
+    let (ok, out) = run_tool(
+        "openssl",
+        &["x509", "-in", cert.to_str().unwrap(), "-noout", "-pubkey"],
+    );
+    assert!(ok, "{out}");
+    out
+}
+
+pub fn pubkey_of_key(key: &Path) -> String {
+    let (ok, out) = run_tool(
+        "openssl",
+        &["pkey", "-in", key.to_str().unwrap(), "-pubout"],
+    );
+    assert!(ok, "{out}");
+    out
+}
