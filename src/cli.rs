@@ -47,8 +47,9 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the daemon: renew before expiry, forever.
-    Run,
+    /// Run the daemon: renew before expiry, forever. SIGHUP reloads the config, SIGUSR1
+    /// renews now, SIGTERM/SIGINT stop it.
+    Run(RunArgs),
     /// Renew once now, then exit. Without --force, does nothing while the installed set is
     /// valid and not yet due.
     Renew(RenewArgs),
@@ -59,6 +60,14 @@ pub enum Command {
     Emulator(EmulatorArgs),
     /// A tour: an embedded emulator, a first renewal into a temp dir, and its status.
     Demo,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Write Prometheus metrics to this file after every attempt (overrides
+    /// output.metrics_file).
+    #[arg(long)]
+    pub metrics_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

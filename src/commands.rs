@@ -11,14 +11,13 @@ use std::process::ExitCode;
 use anyhow::Context;
 use time::OffsetDateTime;
 
-use crate::cli::{Cli, Command, EmulatorArgs, LogFormat, RenewArgs, StatusArgs};
-use crate::config::{Config, KeyBits};
+use crate::cli::{Cli, Command, EmulatorArgs, LogFormat, RenewArgs, RunArgs, StatusArgs};
+use crate::config::Config;
 use crate::emulator;
 use crate::lock::DirLock;
 use crate::metadata::client::Client;
 use crate::pki::validate::rfc3339;
-use crate::pki::PrivateKey;
-use crate::renew::{Renewed, Renewer};
+use crate::renew::{AttemptOutcome, KeySource, RenewError, Renewed, Renewer};
 use crate::schedule::Policy;
 use crate::state::State;
 use crate::status;
@@ -69,6 +68,9 @@ pub fn main(cli: Cli) -> ExitCode {
         }
     };
     let result = runtime.block_on(dispatch(cli));
+    // A key being generated on a blocking thread must not hold up the exit (SIGTERM → gone
+    // within 2 s); it is freed with the process.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
     match result {
         Ok(code) => ExitCode::from(code),
         Err(Failure { code, error }) => {
@@ -80,9 +82,7 @@ pub fn main(cli: Cli) -> ExitCode {
 
 async fn dispatch(cli: Cli) -> Outcome {
     match cli.command {
-        Command::Run => Err(usage(anyhow::anyhow!(
-            "`run` (the daemon) is not built yet; use `eit-certd renew` from a timer meanwhile"
-        ))),
+        Command::Run(ref args) => run_daemon(&cli.config, args).await,
         Command::Renew(ref args) => renew(&cli.config, args).await,
         Command::Status(ref args) => show_status(&cli.config, args),
         Command::Emulator(args) => run_emulator(args).await,
@@ -123,6 +123,14 @@ fn open_store(config: &Config) -> Result<Store, Failure> {
     .map_err(usage)
 }
 
+async fn run_daemon(config_path: &Path, args: &RunArgs) -> Outcome {
+    let daemon = crate::daemon::Daemon::start(config_path, args.metrics_file.clone())
+        .await
+        .map_err(|e| if e.is_usage() { usage(e) } else { failed(e) })?;
+    daemon.run(std::future::pending()).await.map_err(failed)?;
+    Ok(0)
+}
+
 async fn renew(config_path: &Path, args: &RenewArgs) -> Outcome {
     let config = load_config(config_path)?;
     let store = open_store(&config)?;
@@ -147,41 +155,46 @@ async fn renew(config_path: &Path, args: &RenewArgs) -> Outcome {
         }
     }
     let client = Client::connect(&config.metadata).await.map_err(failed)?;
-    let bits = config.certificate.key_bits;
     let renewer = Renewer::new(config, client, store).map_err(usage)?;
-    let renewed = renew_with_state(&renewer, bits).await?;
-    print_renewed(&renewed);
+    let outcome = renew_with_state(&renewer).await?;
+    print_renewed(&outcome.renewed);
+    for hook in outcome.hooks.iter().filter(|h| !h.ok) {
+        eprintln!(
+            "eit-certd: warning: hook {} failed (the new certificate is installed): {}",
+            hook.name, hook.detail
+        );
+    }
     Ok(0)
 }
 
-/// One attempt with a fresh key, recorded in `state.json` whatever the outcome.
-async fn renew_with_state(renewer: &Renewer, bits: KeyBits) -> Result<Renewed, Failure> {
+/// One attempt with a fresh key and the hooks, recorded in `state.json` (and the metrics file)
+/// whatever the outcome.
+async fn renew_with_state(renewer: &Renewer) -> Result<AttemptOutcome, Failure> {
+    let config = renewer.config();
     let dir = renewer.store().dir().to_path_buf();
     let mut state = State::load(&dir);
-    let result = match PrivateKey::generate_blocking(bits.0).await {
-        Ok(key) => renewer.renew(key).await,
-        Err(e) => Err(e.into()),
-    };
-    let now = OffsetDateTime::now_utc();
-    let policy = Policy::from(&renewer.config().certificate);
-    match &result {
-        Ok(r) => {
-            state.record_success(now, &r.verified.leaf.serial_hex);
-            state.next_renewal = Some(policy.next_renewal(
-                r.verified.leaf.not_before,
-                r.verified.leaf.not_after,
-                0.0,
-            ));
-            if r.verified.reordered {
-                tracing::warn!(
-                    "the service sent the certificates out of order; installed them leaf first"
-                );
-            }
+    let mut keys = KeySource::new(config.certificate.key_bits.0);
+    let result = match keys.take(config, renewer.store()).await {
+        Ok(key) => renewer.attempt(key, &mut state).await,
+        Err(e) => {
+            let e = RenewError::from(e);
+            state.record_failure(OffsetDateTime::now_utc(), &e.to_string());
+            Err(e)
         }
-        Err(e) => state.record_failure(now, &e.to_string()),
+    };
+    if let Ok(outcome) = &result {
+        let leaf = &outcome.renewed.verified.leaf;
+        let policy = Policy::from(&config.certificate);
+        state.next_renewal = Some(policy.next_renewal(leaf.not_before, leaf.not_after, 0.0));
     }
     if let Err(e) = state.save(&dir) {
         tracing::warn!("cannot record the attempt in state.json: {e}");
+    }
+    if let Some(path) = &config.output.metrics_file {
+        let leaf = result.as_ref().ok().map(|o| &o.renewed.verified.leaf);
+        if let Err(e) = crate::metrics::write(path, &state, leaf) {
+            tracing::warn!("cannot write the metrics file: {e}");
+        }
     }
     result.map_err(failed)
 }
@@ -243,6 +256,10 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// How long the demo's emulator lets certificates live, so rotations happen while you watch.
+const DEMO_LIFETIME: std::time::Duration = std::time::Duration::from_secs(9);
+const DEMO_ROTATIONS: usize = 3;
+
 async fn demo() -> Outcome {
     let root = tempfile::Builder::new()
         .prefix("eit-certd-demo-")
@@ -254,28 +271,35 @@ async fn demo() -> Outcome {
     let emulator_dir = root.join("emulator");
     let running = emulator::start(emulator::Options {
         state_dir: Some(emulator_dir.clone()),
+        max_lifetime: Some(DEMO_LIFETIME),
         ..emulator::Options::default()
     })
     .await
     .map_err(failed)?;
     println!(
-        "1. started a metadata service emulator at {}",
-        running.base_url()
+        "1. started a metadata service emulator at {} (it caps certificates at {} so that you can watch rotations)",
+        running.base_url(),
+        humantime::format_duration(DEMO_LIFETIME)
     );
 
     let out = root.join("out");
-    let mut config = Config::for_endpoint(running.base_url(), &out);
-    // 4096-bit keygen takes seconds; the demo shows the flow, not the wait.
-    config.certificate.key_bits = KeyBits(2048);
+    let config_path = root.join("config.toml");
+    std::fs::write(&config_path, demo_config(running.base_url(), &out))
+        .with_context(|| format!("cannot write {}", config_path.display()))
+        .map_err(failed)?;
+    println!("   wrote {}", config_path.display());
+    let config = load_config(&config_path)?;
     let store = open_store(&config)?;
     let policy = Policy::from(&config.certificate);
     let client = Client::connect(&config.metadata).await.map_err(failed)?;
     let renewer = Renewer::new(config.clone(), client, store.clone()).map_err(failed)?;
-    println!(
-        "2. requesting a token and a certificate for a fresh RSA-2048 key (the default is 4096)"
-    );
-    let renewed = renew_with_state(&renewer, config.certificate.key_bits).await?;
-    let leaf = &renewed.verified.leaf;
+    println!("2. `eit-certd renew`: a token, a CSR for a fresh RSA-2048 key (the default is 4096), a certificate");
+    let outcome = renew_with_state(&renewer).await?;
+    drop(renewer);
+    for h in &outcome.hooks {
+        println!("   hook {} said: {}", h.name, h.detail);
+    }
+    let leaf = &outcome.renewed.verified.leaf;
     let current = store.current_link();
     println!("3. validated and installed:");
     println!("     subject   {}", leaf.subject);
@@ -306,7 +330,52 @@ async fn demo() -> Outcome {
         current.join(store::CHAIN_FILE).display(),
         current.join(store::CERT_FILE).display()
     );
-    println!("4. `eit-certd status` now says:");
+
+    println!("4. `eit-certd run`: the daemon renews at 2/3 of each certificate's life and runs the hook:");
+    let mut daemon = crate::daemon::Daemon::start(&config_path, None)
+        .await
+        .map_err(failed)?;
+    let mut events = daemon.events();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(daemon.run(async {
+        let _ = stop_rx.await;
+    }));
+    let (mut rotations, mut hooks_seen) = (0, 0);
+    let deadline = tokio::time::Instant::now() + DEMO_LIFETIME * (DEMO_ROTATIONS as u32 + 2);
+    while rotations < DEMO_ROTATIONS || hooks_seen < rotations {
+        let event = tokio::time::timeout_at(deadline, events.recv()).await;
+        match event {
+            Ok(Some(crate::daemon::Event::Installed {
+                serial, not_after, ..
+            })) => {
+                rotations += 1;
+                println!(
+                    "     rotation {rotations}: serial {serial}, valid until {}",
+                    rfc3339(not_after)
+                );
+            }
+            Ok(Some(crate::daemon::Event::HookFinished(h))) => {
+                hooks_seen += 1;
+                println!("       hook {} said: {}", h.name, h.detail);
+            }
+            Ok(Some(crate::daemon::Event::Failed { error, .. })) => {
+                println!("     attempt failed (the daemon retries): {error}");
+            }
+            Ok(None) | Err(_) => {
+                let _ = stop_tx.send(());
+                return Err(failed(anyhow::anyhow!(
+                    "the daemon did not rotate the certificate in time"
+                )));
+            }
+        }
+    }
+    let _ = stop_tx.send(());
+    task.await
+        .context("the daemon task failed")
+        .map_err(failed)?
+        .map_err(failed)?;
+
+    println!("5. `eit-certd status` now says:");
     let now = OffsetDateTime::now_utc();
     let report = status::gather(&store, &policy, now);
     for line in report.render_text(now).lines() {
@@ -318,4 +387,28 @@ async fn demo() -> Outcome {
         root.display()
     );
     Ok(0)
+}
+
+fn demo_config(endpoint: &str, out: &Path) -> String {
+    format!(
+        r#"# Written by `eit-certd demo`.
+[metadata]
+endpoint = "{endpoint}"
+
+[certificate]
+key_bits = 2048
+subject = {{ C = "US", O = "eit-certd demo" }}
+min_remaining = "2s"
+jitter = "0s"
+
+[output]
+dir = "{}"
+
+[[hooks]]
+name = "announce"
+command = ["/bin/sh", "-c", 'echo "new serial $EIT_SERIAL (replacing ${{EIT_PREVIOUS_SERIAL:-nothing}}), files in $EIT_CERT_DIR"']
+timeout = "5s"
+"#,
+        out.display()
+    )
 }

@@ -51,7 +51,26 @@ pub struct Config {
     #[serde(default)]
     pub output: OutputConfig,
     #[serde(default)]
+    pub retry: RetryConfig,
+    #[serde(default)]
     pub hooks: Vec<HookConfig>,
+}
+
+/// How the daemon retries after a failed attempt: capped exponential backoff, full jitter.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    pub initial: RetryDelay,
+    pub max: RetryDelay,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            initial: RetryDelay(Duration::from_secs(5)),
+            max: RetryDelay(Duration::from_secs(300)),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -88,6 +107,8 @@ pub struct CertificateConfig {
     pub min_remaining: HumanDuration,
     pub jitter: HumanDuration,
     pub trust_anchor: Option<PathBuf>,
+    /// Keep the key across renewals instead of generating a new one for each certificate.
+    pub reuse_key: bool,
 }
 
 impl Default for CertificateConfig {
@@ -100,6 +121,7 @@ impl Default for CertificateConfig {
             min_remaining: HumanDuration(Duration::from_secs(600)),
             jitter: HumanDuration(Duration::from_secs(30)),
             trust_anchor: None,
+            reuse_key: false,
         }
     }
 }
@@ -110,6 +132,8 @@ pub struct OutputConfig {
     pub dir: PathBuf,
     pub group: Option<String>,
     pub keep: Keep,
+    /// Prometheus textfile (node_exporter's textfile collector) rewritten after each attempt.
+    pub metrics_file: Option<PathBuf>,
 }
 
 impl Default for OutputConfig {
@@ -118,6 +142,7 @@ impl Default for OutputConfig {
             dir: PathBuf::from("/var/lib/eit-certd"),
             group: None,
             keep: Keep(3),
+            metrics_file: None,
         }
     }
 }
@@ -132,6 +157,9 @@ pub struct HookConfig {
     /// Run the hook again on the next cycle if it failed.
     #[serde(default)]
     pub retry: bool,
+    /// Extra environment for the hook (hooks otherwise get only PATH and the EIT_* variables).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
 }
 
 fn default_hook_timeout() -> HumanDuration {
@@ -181,6 +209,13 @@ impl Config {
                 humantime::format_duration(c.lifetime.0)
             )));
         }
+        if self.retry.max.0 < self.retry.initial.0 {
+            return Err(semantic(format!(
+                "retry.max ({}) must not be shorter than retry.initial ({})",
+                humantime::format_duration(self.retry.max.0),
+                humantime::format_duration(self.retry.initial.0)
+            )));
+        }
         let mut names = std::collections::HashSet::new();
         for hook in &self.hooks {
             if !names.insert(hook.name.as_str()) {
@@ -200,6 +235,7 @@ impl Config {
             metadata: MetadataConfig::default(),
             certificate: CertificateConfig::default(),
             output: OutputConfig::default(),
+            retry: RetryConfig::default(),
             hooks: Vec::new(),
         };
         config.metadata.endpoint = Endpoint::Url(endpoint.to_string());
@@ -339,6 +375,13 @@ macro_rules! bounded_duration {
     };
 }
 
+bounded_duration!(
+    RetryDelay,
+    "retry.initial/retry.max",
+    Duration::from_secs(1),
+    Duration::from_secs(3600),
+    "the wait between attempts after a failure"
+);
 bounded_duration!(
     RequestTimeout,
     "metadata.timeout",

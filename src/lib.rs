@@ -10,12 +10,16 @@
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod daemon;
 pub mod emulator;
+pub mod hooks;
 pub mod lock;
 pub mod metadata;
+pub mod metrics;
 pub mod pki;
 pub mod renew;
 pub mod schedule;
 pub mod state;
 pub mod status;
 pub mod store;
+pub mod systemd;

@@ -9,10 +9,12 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 use crate::config::Config;
+use crate::hooks::{self, HookEnv};
 use crate::metadata::client::{Client, ClientError};
 use crate::pki::csr::{self, CsrError};
 use crate::pki::validate::{self, Anchor, LeafInfo};
 use crate::pki::{KeyError, PrivateKey, Rejection, Verified};
+use crate::state::{HookResult, State};
 use crate::store::{Generation, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +63,15 @@ pub struct Renewed {
     pub token_refreshed: bool,
 }
 
+/// A renewal followed by its hooks.
+#[derive(Debug, Clone)]
+pub struct AttemptOutcome {
+    pub renewed: Renewed,
+    pub hooks: Vec<HookResult>,
+    /// What the hooks were told, kept to retry a failed hook with the same facts.
+    pub hook_env: HookEnv,
+}
+
 pub struct Renewer {
     config: Config,
     client: Client,
@@ -103,6 +114,50 @@ impl Renewer {
         &self.config
     }
 
+    /// [`Renewer::renew`], then the hooks, with the outcome recorded in `state` (not saved).
+    pub async fn attempt(
+        &self,
+        key: PrivateKey,
+        state: &mut State,
+    ) -> Result<AttemptOutcome, RenewError> {
+        let result = self.renew(key).await;
+        let now = OffsetDateTime::now_utc();
+        match result {
+            Ok(renewed) => {
+                let leaf = &renewed.verified.leaf;
+                tracing::info!(
+                    serial = %leaf.serial_hex,
+                    not_after = %validate::rfc3339(leaf.not_after),
+                    claimed_expires_at = %renewed.claimed_expires_at,
+                    generation = %renewed.generation.dir.display(),
+                    "installed a new certificate"
+                );
+                if renewed.verified.reordered {
+                    tracing::warn!(
+                        "the service sent the certificates out of order; installed them leaf first"
+                    );
+                }
+                state.record_success(now, &leaf.serial_hex);
+                let previous = renewed.previous.as_ref().map(|p| p.serial_hex.as_str());
+                let hook_env =
+                    HookEnv::new(&renewed.generation.dir, &renewed.verified.leaf, previous);
+                let results = hooks::run_all(&self.config.hooks, &hook_env).await;
+                for r in &results {
+                    state.record_hook(r.clone());
+                }
+                Ok(AttemptOutcome {
+                    renewed,
+                    hooks: results,
+                    hook_env,
+                })
+            }
+            Err(e) => {
+                state.record_failure(now, &e.to_string());
+                Err(e)
+            }
+        }
+    }
+
     /// Requests a certificate for `key` and installs it. `key` is consumed: a key is used for
     /// one CSR only, and is wiped when the set is on disk (or the attempt failed).
     pub async fn renew(&self, key: PrivateKey) -> Result<Renewed, RenewError> {
@@ -143,4 +198,78 @@ impl Renewer {
             token_refreshed: issued.token_refreshed,
         })
     }
+}
+
+/// Where the key for the next renewal comes from.
+///
+/// RSA-4096 generation takes seconds, so after each install the next key is generated ahead of
+/// time on a low-priority thread and kept in memory only (zeroized on drop, never on disk
+/// before it is used). A renewal takes it if it is ready, waits for it if it is underway, and
+/// generates one otherwise. With `certificate.reuse_key` the installed key is used again.
+pub struct KeySource {
+    bits: u32,
+    next: Option<tokio::sync::oneshot::Receiver<Result<PrivateKey, KeyError>>>,
+}
+
+impl KeySource {
+    pub fn new(bits: u32) -> KeySource {
+        KeySource { bits, next: None }
+    }
+
+    /// Starts generating the next key in the background, unless keys are reused.
+    pub fn prepare(&mut self, config: &Config) {
+        if config.certificate.reuse_key || self.next.is_some() {
+            return;
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let bits = self.bits;
+        let spawned = std::thread::Builder::new()
+            .name("eit-keygen".into())
+            .spawn(move || {
+                // Below everything else on the machine: the key is not needed for a while.
+                // SAFETY: setpriority on our own thread id has no memory-safety preconditions.
+                unsafe {
+                    let tid = nix::libc::gettid() as nix::libc::id_t;
+                    nix::libc::setpriority(nix::libc::PRIO_PROCESS, tid, 19);
+                }
+                let _ = tx.send(PrivateKey::generate(bits));
+            });
+        match spawned {
+            Ok(_) => self.next = Some(rx),
+            Err(e) => {
+                tracing::debug!("cannot start key pre-generation ({e}); generating on demand")
+            }
+        }
+    }
+
+    /// Whether a pre-generated key is waiting (for tests and the benchmark).
+    pub fn is_prepared(&self) -> bool {
+        self.next.is_some()
+    }
+
+    pub async fn take(&mut self, config: &Config, store: &Store) -> Result<PrivateKey, KeyError> {
+        if config.certificate.reuse_key {
+            if let Some(key) = installed_key(store) {
+                return Ok(key);
+            }
+        }
+        if let Some(rx) = self.next.take() {
+            match rx.await {
+                Ok(Ok(key)) if key.bits() == self.bits => return Ok(key),
+                Ok(Err(e)) => tracing::warn!("pre-generated key failed ({e}); generating again"),
+                _ => {}
+            }
+        }
+        PrivateKey::generate_blocking(self.bits).await
+    }
+}
+
+/// The installed key, when it parses and matches the installed certificate.
+fn installed_key(store: &Store) -> Option<PrivateKey> {
+    let set = store.read_current().ok().flatten()?;
+    if !set.key_matches {
+        return None;
+    }
+    let pem = zeroize::Zeroizing::new(std::fs::read(set.dir.join(crate::store::KEY_FILE)).ok()?);
+    PrivateKey::from_pem(&pem).ok()
 }

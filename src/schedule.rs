@@ -134,3 +134,98 @@ mod tests {
         assert!(policy().is_due(nb, na, point));
     }
 }
+
+/// Capped exponential backoff with full jitter, for retries after a failed attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    pub initial: Duration,
+    pub cap: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            initial: Duration::from_secs(5),
+            cap: Duration::from_secs(300),
+        }
+    }
+}
+
+/// How a failed attempt failed, as far as retrying is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// Worth retrying soon (network, 5xx, 429, a bad certificate that a retry may fix).
+    Transient { retry_after: Option<Duration> },
+    /// Cannot succeed until the configuration changes (a 4xx such as a refused CSR): retried
+    /// only at the cap, so a fix is picked up without hammering the service meanwhile.
+    Permanent,
+}
+
+impl Backoff {
+    /// The least a retry waits: full jitter may draw zero, and a service that is down should
+    /// not see back-to-back requests.
+    pub fn floor(&self) -> Duration {
+        self.initial.min(Duration::from_secs(1))
+    }
+
+    /// The delay before retry number `failures` (1 = after the first failure); `unit` is a
+    /// random draw from [0, 1).
+    ///
+    /// Transient: uniform in [floor, min(cap, initial·2^(failures−1))], and at least the
+    /// server's `Retry-After` (itself capped, so a hostile header cannot stall renewal).
+    pub fn delay(&self, failures: u32, failure: Failure, unit: f64) -> Duration {
+        match failure {
+            Failure::Permanent => self.cap,
+            Failure::Transient { retry_after } => {
+                let exp = failures.saturating_sub(1).min(30);
+                let ceiling = self.initial.saturating_mul(1u32 << exp).min(self.cap);
+                let drawn = ceiling.mul_f64(unit.clamp(0.0, 1.0)).max(self.floor());
+                let asked = retry_after.unwrap_or(Duration::ZERO).min(self.cap);
+                drawn.max(asked).min(self.cap.max(self.floor()))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod backoff_tests {
+    use super::*;
+
+    const B: Backoff = Backoff {
+        initial: Duration::from_secs(5),
+        cap: Duration::from_secs(300),
+    };
+    const T: Failure = Failure::Transient { retry_after: None };
+
+    #[test]
+    fn ceiling_doubles_until_the_cap() {
+        assert_eq!(B.delay(1, T, 1.0), Duration::from_secs(5));
+        assert_eq!(B.delay(2, T, 1.0), Duration::from_secs(10));
+        assert_eq!(B.delay(4, T, 1.0), Duration::from_secs(40));
+        assert_eq!(B.delay(7, T, 1.0), Duration::from_secs(300));
+        assert_eq!(B.delay(1000, T, 1.0), Duration::from_secs(300));
+    }
+
+    #[test]
+    fn full_jitter_is_floored() {
+        assert_eq!(B.delay(3, T, 0.0), Duration::from_secs(1));
+        assert_eq!(B.delay(3, T, 0.5), Duration::from_secs(10));
+    }
+
+    #[test]
+    fn retry_after_is_honoured_but_capped() {
+        let ra = |s| Failure::Transient {
+            retry_after: Some(Duration::from_secs(s)),
+        };
+        assert_eq!(B.delay(1, ra(30), 0.0), Duration::from_secs(30));
+        assert_eq!(B.delay(1, ra(86400), 0.0), Duration::from_secs(300));
+    }
+
+    #[test]
+    fn permanent_failures_wait_the_cap() {
+        assert_eq!(
+            B.delay(1, Failure::Permanent, 0.0),
+            Duration::from_secs(300)
+        );
+    }
+}

@@ -96,6 +96,15 @@ impl State {
         self.renewals.ok += 1;
     }
 
+    /// Keeps the latest result per hook name.
+    pub fn record_hook(&mut self, result: HookResult) {
+        if !result.ok {
+            self.hook_failures += 1;
+        }
+        self.hooks.retain(|h| h.name != result.name);
+        self.hooks.push(result);
+    }
+
     pub fn record_failure(&mut self, at: OffsetDateTime, error: &str) {
         self.last_attempt = Some(Attempt {
             at,

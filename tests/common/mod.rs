@@ -224,3 +224,94 @@ pub fn pubkey_of_key(key: &Path) -> String {
     assert!(ok, "{out}");
     out
 }
+
+/// A running `eit-certd run`, its stderr collected into a file; killed when dropped.
+pub struct DaemonProc {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl DaemonProc {
+    pub fn start(setup: &Setup) -> DaemonProc {
+        let log = setup
+            .tmp
+            .path()
+            .join(format!("daemon-{}.log", std::process::id()));
+        let log_file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(bin())
+            .arg("--config")
+            .arg(&setup.config)
+            .arg("run")
+            .env("RUST_LOG", "eit_certd=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .unwrap();
+        DaemonProc { child, log }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig).unwrap();
+    }
+
+    /// Waits up to `timeout` for the process to exit; its exit code, or None if it did not.
+    pub fn wait_exit(&mut self, timeout: std::time::Duration) -> Option<i32> {
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for DaemonProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `f` every 50 ms until it returns Some, or panics with `what` after `timeout`.
+pub fn wait_for<T>(
+    timeout: std::time::Duration,
+    what: &str,
+    mut f: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// The serial of `current/cert.pem` per openssl, upper-case hex, or None if unreadable.
+pub fn current_serial(setup: &Setup) -> Option<String> {
+    let cert = setup.current().join("cert.pem");
+    let o = Command::new("openssl")
+        .args(["x509", "-noout", "-serial", "-in"])
+        .arg(&cert)
+        .output()
+        .ok()?;
+    if !o.status.success() {
+        return None;
+    }
+    Some(stdout(&o).trim().trim_start_matches("serial=").to_string())
+}

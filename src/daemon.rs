@@ -1,0 +1,617 @@
+//! The daemon behind `eit-certd run`: keeps the certificate set fresh for as long as it runs.
+//!
+//! One task, one loop. Between renewals it sleeps on a single timer computed from the installed
+//! certificate's wall-clock notAfter; the sleep is capped at a minute so that after a suspend
+//! or a clock step the wall clock is re-read and a due renewal is never late by more than that.
+//! The loop also wakes for signals (TERM/INT stop, HUP reloads the config, USR1 renews now) and
+//! for file-system events on the config file and the output directory (debounced): a changed
+//! config is reloaded, a deleted or corrupted set is repaired.
+//!
+//! A failed attempt never touches the installed set; the next one follows a capped exponential
+//! backoff with full jitter ([`crate::schedule::Backoff`]). Outcomes are reported as typed
+//! [`Event`]s (after rustls-acme) to whoever listens: the demo, tests, the log.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use notify::Watcher;
+use time::OffsetDateTime;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::config::Config;
+use crate::hooks::HookEnv;
+use crate::lock::DirLock;
+use crate::metadata::client::Client;
+use crate::pki::validate::{rfc3339, LeafInfo};
+use crate::renew::{KeySource, RenewError, Renewer};
+use crate::schedule::{Backoff, Failure, Policy};
+use crate::state::State;
+use crate::store::Store;
+use crate::systemd::Notifier;
+
+/// The longest single sleep: bounds lateness after suspend/resume or a clock step, and is the
+/// idle wake-up rate (once a minute).
+const MAX_SLEEP: Duration = Duration::from_secs(60);
+/// File-system events are collected for this long before acting on them.
+const DEBOUNCE: Duration = Duration::from_millis(300);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Lock(#[from] crate::lock::LockError),
+    #[error(transparent)]
+    Renew(#[from] RenewError),
+    #[error(transparent)]
+    Client(#[from] crate::metadata::client::ClientError),
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+impl DaemonError {
+    /// Configuration problems are usage errors (exit 2); the rest are failures (exit 1).
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            DaemonError::Config(_)
+                | DaemonError::Client(_)
+                | DaemonError::Renew(RenewError::Anchor { .. })
+                | DaemonError::Store(crate::store::StoreError::NoSuchGroup(_))
+        )
+    }
+}
+
+/// What happened, for listeners (see [`Daemon::events`]).
+#[derive(Debug, Clone)]
+pub enum Event {
+    Installed {
+        serial: String,
+        not_after: OffsetDateTime,
+        generation: PathBuf,
+        next_renewal: OffsetDateTime,
+    },
+    Failed {
+        error: String,
+        retry_in: Duration,
+    },
+    HookFinished(crate::state::HookResult),
+}
+
+pub struct Daemon {
+    config_path: PathBuf,
+    config: Config,
+    renewer: Renewer,
+    keys: KeySource,
+    state: State,
+    _lock: DirLock,
+    next_attempt: OffsetDateTime,
+    /// Hooks with `retry = true` that failed, with the environment they failed with.
+    pending_hooks: Vec<(crate::config::HookConfig, HookEnv)>,
+    hook_retry_at: Option<OffsetDateTime>,
+    events: Option<mpsc::UnboundedSender<Event>>,
+    notifier: Notifier,
+    ready_sent: bool,
+    metrics_override: Option<PathBuf>,
+}
+
+impl Daemon {
+    /// Loads the config, takes the output directory's lock and looks at what is installed.
+    pub async fn start(
+        config_path: &Path,
+        metrics_file: Option<PathBuf>,
+    ) -> Result<Daemon, DaemonError> {
+        let config = Config::load(config_path)?;
+        let store = Store::new(
+            &config.output.dir,
+            config.output.keep.0,
+            config.output.group.as_deref(),
+        )?;
+        let lock = DirLock::acquire(store.dir())?;
+        let removed = store.clean_litter()?;
+        if removed > 0 {
+            tracing::info!(removed, "removed leftovers of an interrupted install");
+        }
+        let client = connect(&config).await?;
+        let renewer = Renewer::new(config.clone(), client, store)?;
+        let state = State::load(renewer.store().dir());
+        let mut daemon = Daemon {
+            config_path: config_path.to_path_buf(),
+            keys: KeySource::new(config.certificate.key_bits.0),
+            config,
+            renewer,
+            state,
+            _lock: lock,
+            next_attempt: OffsetDateTime::now_utc(),
+            pending_hooks: Vec::new(),
+            hook_retry_at: None,
+            events: None,
+            notifier: Notifier::from_env(),
+            ready_sent: false,
+            metrics_override: metrics_file,
+        };
+        daemon.reschedule_from_disk();
+        Ok(daemon)
+    }
+
+    /// Subscribes to [`Event`]s.
+    pub fn events(&mut self) -> mpsc::UnboundedReceiver<Event> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.events = Some(tx);
+        rx
+    }
+
+    fn policy(&self) -> Policy {
+        Policy::from(&self.config.certificate)
+    }
+
+    fn backoff(&self) -> Backoff {
+        Backoff {
+            initial: self.config.retry.initial.0,
+            cap: self.config.retry.max.0,
+        }
+    }
+
+    fn emit(&self, event: Event) {
+        if let Some(tx) = &self.events {
+            let _ = tx.send(event);
+        }
+    }
+
+    /// Points the timer at the installed set's renewal time, or at now when there is no usable
+    /// set (missing, unreadable, expired, key mismatch, or `current` is not ours).
+    fn reschedule_from_disk(&mut self) {
+        let now = OffsetDateTime::now_utc();
+        match self.renewer.store().read_current() {
+            Ok(Some(set)) if set.key_matches && now < set.leaf.not_after => {
+                let leaf = &set.leaf;
+                self.next_attempt =
+                    self.policy()
+                        .next_renewal(leaf.not_before, leaf.not_after, unit());
+                if !self.ready_sent {
+                    self.notifier.ready();
+                    self.ready_sent = true;
+                }
+                self.notifier.status(&format!(
+                    "serial {} valid until {}; next renewal {}",
+                    leaf.serial_hex,
+                    rfc3339(leaf.not_after),
+                    rfc3339(self.next_attempt)
+                ));
+                tracing::info!(
+                    serial = %leaf.serial_hex,
+                    not_after = %rfc3339(leaf.not_after),
+                    next_renewal = %rfc3339(self.next_attempt),
+                    "installed certificate is valid"
+                );
+            }
+            Ok(Some(set)) => {
+                let why = if set.key_matches {
+                    "has expired"
+                } else {
+                    "does not match its key"
+                };
+                tracing::warn!(dir = %set.dir.display(), "the installed certificate {why}; renewing now");
+                self.next_attempt = now;
+            }
+            Ok(None) => {
+                tracing::info!(dir = %self.renewer.store().dir().display(), "no certificate installed; renewing now");
+                self.next_attempt = now;
+            }
+            Err(e) => {
+                tracing::warn!("{e}; renewing now");
+                self.next_attempt = now;
+            }
+        }
+        self.state.next_renewal = Some(self.next_attempt);
+    }
+
+    /// Runs until `shutdown` resolves (or SIGTERM/SIGINT arrive).
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
+        let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
+        let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
+        let mut hup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
+        let mut usr1 = signal(SignalKind::user_defined1()).map_err(DaemonError::Signals)?;
+        let (fs_tx, mut fs_rx) = mpsc::channel::<notify::Result<notify::Event>>(64);
+        let mut watcher = self.watch(fs_tx.clone());
+        let watchdog = self.notifier.watchdog_interval();
+        let mut next_watchdog = watchdog.map(|w| Instant::now() + w);
+        let mut debounce: Option<Instant> = None;
+        let (mut reload_pending, mut check_pending) = (false, false);
+        tokio::pin!(shutdown);
+        self.persist();
+
+        loop {
+            let now = OffsetDateTime::now_utc();
+            if now >= self.next_attempt {
+                tokio::select! {
+                    () = self.attempt() => {}
+                    _ = term.recv() => break,
+                    _ = int.recv() => break,
+                    () = &mut shutdown => break,
+                }
+                continue;
+            }
+            if self.hook_retry_at.is_some_and(|at| now >= at) {
+                self.retry_hooks().await;
+            }
+
+            let mut wait = until(self.next_attempt, now).min(MAX_SLEEP);
+            if let Some(at) = self.hook_retry_at {
+                wait = wait.min(until(at, now));
+            }
+            let mut deadline = Instant::now() + wait;
+            if let Some(d) = debounce {
+                deadline = deadline.min(d);
+            }
+            if let Some(w) = next_watchdog {
+                deadline = deadline.min(w);
+            }
+            tokio::select! {
+                () = tokio::time::sleep_until(deadline) => {}
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                () = &mut shutdown => break,
+                _ = hup.recv() => {
+                    tracing::info!("SIGHUP: reloading the configuration");
+                    if self.reload() {
+                        watcher = self.watch(fs_tx.clone());
+                    }
+                }
+                _ = usr1.recv() => {
+                    tracing::info!("SIGUSR1: renewing now");
+                    self.next_attempt = OffsetDateTime::now_utc();
+                }
+                Some(event) = fs_rx.recv() => {
+                    let (config, store) = self.classify(event);
+                    reload_pending |= config;
+                    check_pending |= store;
+                    if (config || store) && debounce.is_none() {
+                        debounce = Some(Instant::now() + DEBOUNCE);
+                    }
+                }
+            }
+            if next_watchdog.is_some_and(|w| Instant::now() >= w) {
+                self.notifier.watchdog();
+                next_watchdog = watchdog.map(|w| Instant::now() + w);
+            }
+            if debounce.is_some_and(|d| Instant::now() >= d) {
+                debounce = None;
+                if std::mem::take(&mut reload_pending) {
+                    tracing::info!(path = %self.config_path.display(), "the configuration file changed; reloading");
+                    if self.reload() {
+                        watcher = self.watch(fs_tx.clone());
+                    }
+                }
+                if std::mem::take(&mut check_pending) {
+                    self.check_installed();
+                }
+            }
+        }
+        drop(watcher);
+        self.notifier.stopping();
+        tracing::info!("shutting down");
+        Ok(())
+    }
+
+    /// One renewal attempt with its bookkeeping; never fails the daemon.
+    async fn attempt(&mut self) {
+        let key = self.keys.take(&self.config, self.renewer.store()).await;
+        let result = match key {
+            Ok(key) => self.renewer.attempt(key, &mut self.state).await,
+            Err(e) => {
+                let e = RenewError::from(e);
+                self.state
+                    .record_failure(OffsetDateTime::now_utc(), &e.to_string());
+                Err(e)
+            }
+        };
+        let now = OffsetDateTime::now_utc();
+        match result {
+            Ok(outcome) => {
+                let leaf = &outcome.renewed.verified.leaf;
+                self.next_attempt =
+                    self.policy()
+                        .next_renewal(leaf.not_before, leaf.not_after, unit());
+                self.state.next_renewal = Some(self.next_attempt);
+                tracing::info!(next_renewal = %rfc3339(self.next_attempt), "next renewal scheduled");
+                self.emit(Event::Installed {
+                    serial: leaf.serial_hex.clone(),
+                    not_after: leaf.not_after,
+                    generation: outcome.renewed.generation.dir.clone(),
+                    next_renewal: self.next_attempt,
+                });
+                self.pending_hooks.clear();
+                self.hook_retry_at = None;
+                for (hook, result) in self.config.hooks.iter().zip(&outcome.hooks) {
+                    self.emit(Event::HookFinished(result.clone()));
+                    if !result.ok && hook.retry {
+                        self.pending_hooks
+                            .push((hook.clone(), outcome.hook_env.clone()));
+                    }
+                }
+                if !self.pending_hooks.is_empty() {
+                    self.hook_retry_at = Some(
+                        now + self.backoff().delay(
+                            1,
+                            Failure::Transient { retry_after: None },
+                            unit(),
+                        ),
+                    );
+                }
+                if !self.ready_sent {
+                    self.notifier.ready();
+                    self.ready_sent = true;
+                }
+                self.notifier.status(&format!(
+                    "serial {} valid until {}; next renewal {}",
+                    leaf.serial_hex,
+                    rfc3339(leaf.not_after),
+                    rfc3339(self.next_attempt)
+                ));
+                self.keys.prepare(&self.config);
+            }
+            Err(error) => {
+                let failure = if error.is_permanent() {
+                    Failure::Permanent
+                } else {
+                    Failure::Transient {
+                        retry_after: error.retry_after(),
+                    }
+                };
+                let delay = self
+                    .backoff()
+                    .delay(self.state.consecutive_failures, failure, unit());
+                self.next_attempt = now + delay;
+                self.state.next_renewal = Some(self.next_attempt);
+                if failure == Failure::Permanent {
+                    tracing::error!(
+                        retry_in = %humantime::format_duration(delay),
+                        "renewal failed and will keep failing until the configuration is fixed: {error}"
+                    );
+                } else {
+                    tracing::warn!(
+                        retry_in = %humantime::format_duration(delay),
+                        failures = self.state.consecutive_failures,
+                        "renewal failed: {error}"
+                    );
+                }
+                self.notifier.status(&format!(
+                    "renewal failed ({} in a row), retrying at {}: {error}",
+                    self.state.consecutive_failures,
+                    rfc3339(self.next_attempt)
+                ));
+                self.emit(Event::Failed {
+                    error: error.to_string(),
+                    retry_in: delay,
+                });
+            }
+        }
+        self.persist();
+    }
+
+    async fn retry_hooks(&mut self) {
+        let pending = std::mem::take(&mut self.pending_hooks);
+        self.hook_retry_at = None;
+        for (hook, env) in pending {
+            tracing::info!(hook = %hook.name, "retrying a failed hook");
+            let result = crate::hooks::run_one(&hook, &env).await;
+            self.state.record_hook(result.clone());
+            self.emit(Event::HookFinished(result.clone()));
+            if !result.ok {
+                self.pending_hooks.push((hook, env));
+            }
+        }
+        if !self.pending_hooks.is_empty() {
+            let delay = self.backoff().cap;
+            self.hook_retry_at = Some(OffsetDateTime::now_utc() + delay);
+        }
+        self.persist();
+    }
+
+    /// After file-system activity in the output directory: if the set is gone or damaged,
+    /// renew now. Our own writes end here too and find the set intact.
+    fn check_installed(&mut self) {
+        let now = OffsetDateTime::now_utc();
+        match self.renewer.store().read_current() {
+            Ok(Some(set)) if set.key_matches && now < set.leaf.not_after => {}
+            Ok(_) | Err(_) => {
+                tracing::warn!(
+                    "the installed certificate set was removed or damaged; repairing it now"
+                );
+                self.next_attempt = now;
+            }
+        }
+    }
+
+    /// Loads the config file again. A bad file is logged and the running config kept.
+    /// Returns whether the new config was taken (the watcher must then be renewed).
+    fn reload(&mut self) -> bool {
+        let config = match Config::load(&self.config_path) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!("keeping the running configuration: {e}");
+                return false;
+            }
+        };
+        if config == self.config {
+            tracing::debug!("configuration unchanged");
+            return false;
+        }
+        if config.output.dir != self.config.output.dir {
+            tracing::error!(
+                "keeping the running configuration: output.dir changed from {} to {}; restart eit-certd to move",
+                self.config.output.dir.display(),
+                config.output.dir.display()
+            );
+            return false;
+        }
+        let store = match Store::new(
+            &config.output.dir,
+            config.output.keep.0,
+            config.output.group.as_deref(),
+        ) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("keeping the running configuration: {e}");
+                return false;
+            }
+        };
+        let client = match &config.metadata.endpoint {
+            crate::config::Endpoint::Url(url) => Client::new(&config.metadata, url),
+            // Probing needs the network; keep the endpoint the running client found.
+            crate::config::Endpoint::Auto => {
+                Client::new(&config.metadata, self.renewer.client().base_url())
+            }
+        };
+        let client = match client {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!("keeping the running configuration: {e}");
+                return false;
+            }
+        };
+        match Renewer::new(config.clone(), client, store) {
+            Ok(renewer) => {
+                self.renewer = renewer;
+                self.keys = KeySource::new(config.certificate.key_bits.0);
+                self.config = config;
+                tracing::info!("configuration reloaded");
+                self.reschedule_from_disk();
+                self.persist();
+                true
+            }
+            Err(e) => {
+                tracing::error!("keeping the running configuration: {e}");
+                false
+            }
+        }
+    }
+
+    fn watch(
+        &self,
+        tx: mpsc::Sender<notify::Result<notify::Event>>,
+    ) -> Option<notify::RecommendedWatcher> {
+        let watcher = notify::recommended_watcher(move |event| {
+            // A full channel already holds an event that will trigger the same check.
+            let _ = tx.try_send(event);
+        });
+        let mut watcher = match watcher {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!(
+                    "cannot watch files ({e}); changes are noticed only on SIGHUP and at renewal"
+                );
+                return None;
+            }
+        };
+        let config_dir = self
+            .config_path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        for (dir, mode) in [
+            (config_dir, notify::RecursiveMode::NonRecursive),
+            (self.renewer.store().dir(), notify::RecursiveMode::Recursive),
+        ] {
+            if let Err(e) = watcher.watch(dir, mode) {
+                tracing::warn!(dir = %dir.display(), "cannot watch ({e})");
+            }
+        }
+        Some(watcher)
+    }
+
+    /// (config changed, output directory changed)
+    fn classify(&self, event: notify::Result<notify::Event>) -> (bool, bool) {
+        let Ok(event) = event else {
+            // Lost events (queue overflow): check everything.
+            return (true, true);
+        };
+        if event.kind.is_access() {
+            return (false, false);
+        }
+        let config_name = self.config_path.file_name();
+        let out = self.renewer.store().dir();
+        let mut result = (false, false);
+        for path in &event.paths {
+            if path.file_name() == config_name
+                && path
+                    .parent()
+                    .map(|p| p.ends_with(self.config_path.parent().unwrap_or(Path::new(""))))
+                    .unwrap_or(false)
+            {
+                result.0 = true;
+            } else if path.starts_with(out) {
+                // Our bookkeeping files change on every attempt and say nothing about the set.
+                let name = path
+                    .file_name()
+                    .map(|n| n.to_string_lossy())
+                    .unwrap_or_default();
+                if name != crate::state::STATE_FILE
+                    && name != crate::lock::LOCK_FILE
+                    && !name.starts_with(".tmp-")
+                {
+                    result.1 = true;
+                }
+            }
+        }
+        result
+    }
+
+    fn persist(&self) {
+        let dir = self.renewer.store().dir();
+        if let Err(e) = self.state.save(dir) {
+            tracing::warn!("cannot write state.json: {e}");
+        }
+        let metrics = self
+            .metrics_override
+            .as_ref()
+            .or(self.config.output.metrics_file.as_ref());
+        if let Some(path) = metrics {
+            let leaf: Option<LeafInfo> = self
+                .renewer
+                .store()
+                .read_current()
+                .ok()
+                .flatten()
+                .map(|s| s.leaf);
+            if let Err(e) = crate::metrics::write(path, &self.state, leaf.as_ref()) {
+                tracing::warn!("cannot write the metrics file: {e}");
+            }
+        }
+    }
+}
+
+/// A client for the configured endpoint. `auto` that finds no endpoint falls back to plain
+/// http: the daemon must start (and keep its installed set) while the service is unreachable.
+async fn connect(config: &Config) -> Result<Client, crate::metadata::client::ClientError> {
+    use crate::metadata::client::{ClientError, AUTO_CANDIDATES};
+    match &config.metadata.endpoint {
+        crate::config::Endpoint::Url(url) => Client::new(&config.metadata, url),
+        crate::config::Endpoint::Auto => match Client::connect(&config.metadata).await {
+            Err(e @ ClientError::NoEndpoint { .. }) => {
+                tracing::warn!("{e}; using {} until it answers", AUTO_CANDIDATES[1]);
+                Client::new(&config.metadata, AUTO_CANDIDATES[1])
+            }
+            other => other,
+        },
+    }
+}
+
+fn until(t: OffsetDateTime, now: OffsetDateTime) -> Duration {
+    (t - now).try_into().unwrap_or(Duration::ZERO)
+}
+
+/// A uniform draw from [0, 1) for jitter, from OpenSSL's CSPRNG (no extra dependency).
+pub fn unit() -> f64 {
+    let mut bytes = [0u8; 8];
+    if openssl::rand::rand_bytes(&mut bytes).is_err() {
+        return 0.5;
+    }
+    (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
+}

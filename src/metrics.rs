@@ -1,0 +1,90 @@
+//! The Prometheus textfile (node_exporter's textfile collector format), rewritten atomically
+//! after every attempt so a scrape never sees half a file.
+
+use std::fmt::Write;
+use std::path::Path;
+
+use crate::pki::validate::LeafInfo;
+use crate::state::State;
+use crate::store::{write_atomic, StoreError};
+
+/// Renders the metrics for `state` and the installed leaf, if any.
+pub fn render(state: &State, leaf: Option<&LeafInfo>) -> String {
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, f64)]| {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for (labels, value) in samples {
+            let _ = writeln!(out, "{name}{labels} {value}");
+        }
+    };
+    if let Some(leaf) = leaf {
+        metric(
+            "eit_certd_cert_not_after_seconds",
+            "gauge",
+            "notAfter of the installed certificate, Unix time.",
+            &[("", leaf.not_after.unix_timestamp() as f64)],
+        );
+    }
+    metric(
+        "eit_certd_renewals_total",
+        "counter",
+        "Renewal attempts by result.",
+        &[
+            ("{result=\"ok\"}", state.renewals.ok as f64),
+            ("{result=\"error\"}", state.renewals.error as f64),
+        ],
+    );
+    if let Some(a) = &state.last_attempt {
+        metric(
+            "eit_certd_last_attempt_timestamp_seconds",
+            "gauge",
+            "When the last renewal attempt ended, Unix time.",
+            &[("", a.at.unix_timestamp() as f64)],
+        );
+    }
+    metric(
+        "eit_certd_hook_failures_total",
+        "counter",
+        "Hook runs that failed or timed out.",
+        &[("", state.hook_failures as f64)],
+    );
+    out
+}
+
+pub fn write(path: &Path, state: &State, leaf: Option<&LeafInfo>) -> Result<(), StoreError> {
+    write_atomic(path, render(state, leaf).as_bytes(), 0o644)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn renders_the_documented_metrics() {
+        let mut s = State::default();
+        s.record_failure(datetime!(2026-01-01 00:00 UTC), "x");
+        s.record_success(datetime!(2026-01-01 00:01 UTC), "AB");
+        s.hook_failures = 2;
+        let leaf = LeafInfo {
+            not_before: datetime!(2026-01-01 00:00 UTC),
+            not_after: datetime!(2026-01-01 01:00 UTC),
+            serial_hex: String::new(),
+            fingerprint_sha256: String::new(),
+            subject: String::new(),
+            issuer: String::new(),
+            public_key_der: vec![],
+        };
+        let text = render(&s, Some(&leaf));
+        assert!(
+            text.contains("eit_certd_cert_not_after_seconds 1767229200\n"),
+            "{text}"
+        );
+        assert!(text.contains("eit_certd_renewals_total{result=\"ok\"} 1\n"));
+        assert!(text.contains("eit_certd_renewals_total{result=\"error\"} 1\n"));
+        assert!(text.contains("eit_certd_last_attempt_timestamp_seconds 1767225660\n"));
+        assert!(text.contains("eit_certd_hook_failures_total 2\n"));
+        assert!(text.contains("# TYPE eit_certd_renewals_total counter"));
+    }
+}

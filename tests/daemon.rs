@@ -1,0 +1,303 @@
+//! `eit-certd run` against the real emulator: rotations, hooks, signals, repair, one instance.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::*;
+use nix::sys::signal::Signal;
+
+fn generation_count(setup: &Setup) -> usize {
+    setup.generations().len()
+}
+
+fn openssl_field(cert: &std::path::Path, flag: &str) -> String {
+    let (ok, out) = run_tool(
+        "openssl",
+        &["x509", "-noout", flag, "-in", cert.to_str().unwrap()],
+    );
+    assert!(ok, "{out}");
+    out.trim().split_once('=').unwrap().1.to_string()
+}
+
+fn parse_openssl_date(s: &str) -> time::OffsetDateTime {
+    // e.g. "Nov 23 19:25:55 2026 GMT"
+    let fmt = time::macros::format_description!(
+        "[month repr:short] [day padding:space] [hour]:[minute]:[second] [year] GMT"
+    );
+    time::PrimitiveDateTime::parse(s, &fmt)
+        .unwrap_or_else(|e| panic!("{s:?}: {e}"))
+        .assume_utc()
+}
+
+#[test]
+fn rotates_before_expiry_and_runs_hooks_with_the_documented_environment() {
+    let emulator = Emulator::start(&["--max-lifetime", "6s"]);
+    let hook_dir = tempfile::tempdir().unwrap();
+    let hooks = format!(
+        "[[hooks]]\nname = \"record\"\ncommand = [\"/bin/sh\", \"-c\", 'env > \"$RECORD_DIR/$EIT_SERIAL.env\"']\n\
+         env = {{ RECORD_DIR = \"{}\" }}\n",
+        hook_dir.path().display()
+    );
+    let setup = Setup::new(&emulator, 2048, "", &format!("{hooks}\n"));
+    // Keep every generation so each one can be checked afterwards.
+    let text = std::fs::read_to_string(&setup.config)
+        .unwrap()
+        .replace("[output]\n", "[output]\nkeep = 20\n");
+    std::fs::write(&setup.config, text).unwrap();
+    let daemon = DaemonProc::start(&setup);
+    wait_for(Duration::from_secs(30), "4 generations", || {
+        (generation_count(&setup) >= 4).then_some(())
+    });
+    drop(daemon);
+
+    let gens = setup.generations();
+    let mut previous_not_after: Option<time::OffsetDateTime> = None;
+    let mut previous_serial = String::new();
+    for g in &gens[..4] {
+        let dir = setup.out.join("generations").join(g);
+        let cert = dir.join("cert.pem");
+        let (ok, out) = run_tool(
+            "openssl",
+            &[
+                "verify",
+                "-CAfile",
+                emulator.ca_pem().to_str().unwrap(),
+                "-untrusted",
+                dir.join("chain.pem").to_str().unwrap(),
+                "-attime",
+                &parse_openssl_date(&openssl_field(&cert, "-startdate"))
+                    .unix_timestamp()
+                    .to_string(),
+                cert.to_str().unwrap(),
+            ],
+        );
+        assert!(ok, "generation {g} does not verify: {out}");
+        let serial = openssl_field(&cert, "-serial");
+        let not_before = parse_openssl_date(&openssl_field(&cert, "-startdate"));
+        if let Some(prev) = previous_not_after {
+            assert!(
+                not_before < prev,
+                "generation {g} was issued at {not_before}, after the previous one expired at {prev}"
+            );
+        }
+        previous_not_after = Some(parse_openssl_date(&openssl_field(&cert, "-enddate")));
+
+        // The hook ran for this serial, with exactly the documented variables.
+        let env_file = hook_dir.path().join(format!("{serial}.env"));
+        let env_text = wait_for(Duration::from_secs(5), "hook output", || {
+            std::fs::read_to_string(&env_file).ok()
+        });
+        let env: BTreeMap<&str, &str> =
+            env_text.lines().filter_map(|l| l.split_once('=')).collect();
+        assert_eq!(env["EIT_SERIAL"], serial);
+        assert_eq!(env["EIT_PREVIOUS_SERIAL"], previous_serial);
+        assert_eq!(env["EIT_CERT_FILE"], cert.to_str().unwrap());
+        assert_eq!(env["EIT_CERT_DIR"], dir.to_str().unwrap());
+        assert!(env["EIT_NOT_AFTER"].ends_with('Z'));
+        for name in env.keys() {
+            assert!(
+                name.starts_with("EIT_")
+                    || ["PATH", "RECORD_DIR", "PWD", "SHLVL", "_"].contains(name),
+                "unexpected variable {name} in a hook's environment"
+            );
+        }
+        assert!(
+            !env_text.to_lowercase().contains("bearer") && !env_text.contains("PRIVATE KEY"),
+            "{env_text}"
+        );
+        previous_serial = serial;
+    }
+    let hook_runs = std::fs::read_dir(hook_dir.path()).unwrap().count();
+    assert!(
+        hook_runs >= 4 && hook_runs <= gens.len(),
+        "{hook_runs} hook runs for {} generations",
+        gens.len()
+    );
+}
+
+#[test]
+fn sigusr1_renews_now_and_sighup_with_a_broken_config_keeps_the_old_one() {
+    let emulator = Emulator::start(&[]);
+    let setup = Setup::new(&emulator, 2048, "", "");
+    let daemon = DaemonProc::start(&setup);
+    let first = wait_for(Duration::from_secs(20), "first install", || {
+        current_serial(&setup)
+    });
+
+    daemon.signal(Signal::SIGUSR1);
+    let second = wait_for(Duration::from_secs(20), "renewal after SIGUSR1", || {
+        current_serial(&setup).filter(|s| *s != first)
+    });
+
+    let good = std::fs::read_to_string(&setup.config).unwrap();
+    std::fs::write(
+        &setup.config,
+        format!("{good}\n[certificate]\nkey_bits = 1024\n"),
+    )
+    .unwrap();
+    daemon.signal(Signal::SIGHUP);
+    wait_for(
+        Duration::from_secs(10),
+        "the reload refusal in the log",
+        || {
+            daemon
+                .log_text()
+                .contains("keeping the running configuration")
+                .then_some(())
+        },
+    );
+    // Still alive and still renewing with the old configuration.
+    daemon.signal(Signal::SIGUSR1);
+    let third = wait_for(
+        Duration::from_secs(20),
+        "renewal after the failed reload",
+        || current_serial(&setup).filter(|s| *s != second),
+    );
+    assert_ne!(third, first);
+}
+
+#[test]
+fn sigterm_during_a_hanging_request_exits_0_within_2_seconds() {
+    // A server that accepts connections and never answers: the daemon's first request hangs.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let emulator = Emulator::start(&[]);
+    let setup = Setup::new(&emulator, 2048, "", "");
+    let text = std::fs::read_to_string(&setup.config)
+        .unwrap()
+        .replace(&emulator.url, &format!("http://127.0.0.1:{port}"))
+        .replace("timeout = \"5s\"", "timeout = \"60s\"");
+    std::fs::write(&setup.config, text).unwrap();
+    let mut daemon = DaemonProc::start(&setup);
+    let (_conn, _) = listener.accept().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let sent = Instant::now();
+    daemon.signal(Signal::SIGTERM);
+    let code = daemon.wait_exit(Duration::from_secs(5));
+    let took = sent.elapsed();
+    assert_eq!(code, Some(0), "log:\n{}", daemon.log_text());
+    assert!(took < Duration::from_secs(2), "took {took:?} to stop");
+    assert!(setup.generations().is_empty());
+}
+
+#[test]
+fn deleted_or_corrupted_current_is_repaired_within_5_seconds() {
+    let emulator = Emulator::start(&[]);
+    let setup = Setup::new(&emulator, 2048, "", "");
+    let _daemon = DaemonProc::start(&setup);
+    let first = wait_for(Duration::from_secs(20), "first install", || {
+        current_serial(&setup)
+    });
+
+    std::fs::remove_file(setup.current()).unwrap();
+    let removed = Instant::now();
+    let second = wait_for(
+        Duration::from_secs(5),
+        "repair of a deleted current",
+        || current_serial(&setup),
+    );
+    assert_ne!(second, first);
+    assert!(removed.elapsed() < Duration::from_secs(5));
+
+    // Corrupt the certificate inside the current generation.
+    let cert = std::fs::canonicalize(setup.current().join("cert.pem")).unwrap();
+    std::fs::write(&cert, "-----BEGIN CERTIFICATE-----\ngarbage\n").unwrap();
+    let third = wait_for(
+        Duration::from_secs(5),
+        "repair of a corrupted cert.pem",
+        || current_serial(&setup).filter(|s| *s != second),
+    );
+    assert_ne!(third, first);
+}
+
+#[test]
+fn a_hook_that_never_ends_is_killed_at_its_timeout_and_the_daemon_goes_on() {
+    let emulator = Emulator::start(&["--max-lifetime", "6s"]);
+    let pids = tempfile::NamedTempFile::new().unwrap();
+    let hooks = format!(
+        "[[hooks]]\nname = \"stuck\"\ncommand = [\"/bin/sh\", \"-c\", 'echo $$ >> \"$PIDS\"; exec sleep 1000']\n\
+         timeout = \"1s\"\nenv = {{ PIDS = \"{}\" }}\n",
+        pids.path().display()
+    );
+    let setup = Setup::new(&emulator, 2048, "", &hooks);
+    let _daemon = DaemonProc::start(&setup);
+    wait_for(Duration::from_secs(30), "two generations", || {
+        (generation_count(&setup) >= 2).then_some(())
+    });
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(setup.out.join("state.json")).unwrap())
+            .unwrap();
+    let hook = &state["hooks"][0];
+    assert_eq!(hook["name"], "stuck");
+    assert_eq!(hook["ok"], false);
+    assert!(hook["detail"]
+        .as_str()
+        .unwrap()
+        .contains("killed after its timeout"));
+    assert!(state["hook_failures"].as_u64().unwrap() >= 1);
+    // The first hook's process is gone (killed with its group), not left behind.
+    let first: i32 = std::fs::read_to_string(pids.path())
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let stat = std::fs::read_to_string(format!("/proc/{first}/stat")).unwrap_or_default();
+    assert!(
+        stat.is_empty() || stat.split(' ').nth(2) == Some("Z"),
+        "the timed-out hook {first} is still running: {stat}"
+    );
+}
+
+#[test]
+fn a_second_daemon_on_the_same_directory_is_refused() {
+    let emulator = Emulator::start(&[]);
+    let setup = Setup::new(&emulator, 2048, "", "");
+    let _first = DaemonProc::start(&setup);
+    wait_for(Duration::from_secs(20), "first install", || {
+        current_serial(&setup)
+    });
+    let mut second = DaemonProc::start(&setup);
+    assert_eq!(second.wait_exit(Duration::from_secs(5)), Some(1));
+    let log = second.log_text();
+    assert!(
+        log.contains("already writing") && log.contains("pid"),
+        "{log}"
+    );
+    // A one-shot renew is refused the same way.
+    let o = setup.run(&["renew", "--force"]);
+    assert_exit(&o, 1);
+    assert!(stderr(&o).contains("already writing"));
+}
+
+#[test]
+fn metrics_textfile_follows_the_installed_certificate() {
+    let emulator = Emulator::start(&[]);
+    let setup = Setup::new(&emulator, 2048, "", "");
+    let metrics = setup.tmp.path().join("eit.prom");
+    let text = std::fs::read_to_string(&setup.config).unwrap().replace(
+        "[output]\n",
+        &format!("[output]\nmetrics_file = \"{}\"\n", metrics.display()),
+    );
+    std::fs::write(&setup.config, text).unwrap();
+    let _daemon = DaemonProc::start(&setup);
+    let serial = wait_for(Duration::from_secs(20), "first install", || {
+        current_serial(&setup)
+    });
+    let body = wait_for(Duration::from_secs(5), "metrics", || {
+        std::fs::read_to_string(&metrics)
+            .ok()
+            .filter(|t| t.contains("result=\"ok\"} 1"))
+    });
+    let cert = setup.current().join("cert.pem");
+    let not_after = parse_openssl_date(&openssl_field(&cert, "-enddate")).unix_timestamp();
+    assert!(
+        body.contains(&format!("eit_certd_cert_not_after_seconds {not_after}\n")),
+        "{body}"
+    );
+    assert!(body.contains("eit_certd_hook_failures_total 0"));
+    assert!(!serial.is_empty());
+}
