@@ -153,11 +153,13 @@ async fn execute(hook: &HookConfig, env: &HookEnv) -> Result<Finished, String> {
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", program.display()))?;
     let pgid = child.id().map(|id| Pid::from_raw(id as i32));
-    let stdout = child.stdout.take();
-    let stderr = child.stderr.take();
+    // Read while the hook runs: a hook that writes more than a pipe holds would otherwise
+    // block on its output and never finish.
+    let stdout = tokio::spawn(read_bounded(child.stdout.take()));
+    let stderr = tokio::spawn(read_bounded(child.stderr.take()));
     let readers = async {
-        let (a, b) = tokio::join!(read_bounded(stdout), read_bounded(stderr));
-        join_output(&a, &b)
+        let (a, b) = tokio::join!(stdout, stderr);
+        join_output(&a.unwrap_or_default(), &b.unwrap_or_default())
     };
     tokio::pin!(readers);
 
@@ -166,24 +168,9 @@ async fn execute(hook: &HookConfig, env: &HookEnv) -> Result<Finished, String> {
         status = child.wait() => Some(status),
         _ = tokio::time::sleep_until(deadline) => None,
     };
-    match status {
-        Some(status) => {
-            let code = status.map_err(|e| e.to_string())?.code();
-            // A hook that leaves a child holding its stdout must not hold us: take what has
-            // arrived within a moment, then stop its group.
-            let output = match tokio::time::timeout(Duration::from_secs(1), &mut readers).await {
-                Ok(output) => output,
-                Err(_) => {
-                    signal_group(pgid, Signal::SIGKILL);
-                    readers.await
-                }
-            };
-            Ok(Finished {
-                code,
-                output,
-                timed_out: false,
-            })
-        }
+    let timed_out = status.is_none();
+    let code = match status {
+        Some(status) => status.map_err(|e| e.to_string())?.code(),
         None => {
             signal_group(pgid, Signal::SIGTERM);
             if tokio::time::timeout(KILL_GRACE, child.wait())
@@ -193,18 +180,29 @@ async fn execute(hook: &HookConfig, env: &HookEnv) -> Result<Finished, String> {
                 signal_group(pgid, Signal::SIGKILL);
                 let _ = child.wait().await;
             }
-            // Grandchildren may have ignored SIGTERM; none may outlive the hook.
-            signal_group(pgid, Signal::SIGKILL);
-            let output = tokio::time::timeout(Duration::from_secs(1), &mut readers)
-                .await
-                .unwrap_or_default();
-            Ok(Finished {
-                code: None,
-                output,
-                timed_out: true,
-            })
+            None
         }
+    };
+    // A hook that leaves a child holding its stdout must not hold us: take what has arrived
+    // within a moment. Whatever is left of the group after a timeout is killed: nothing a
+    // hook started may outlive it then.
+    if timed_out {
+        signal_group(pgid, Signal::SIGKILL);
     }
+    let output = match tokio::time::timeout(Duration::from_secs(1), &mut readers).await {
+        Ok(output) => output,
+        Err(_) => {
+            signal_group(pgid, Signal::SIGKILL);
+            tokio::time::timeout(Duration::from_secs(1), &mut readers)
+                .await
+                .unwrap_or_default()
+        }
+    };
+    Ok(Finished {
+        code,
+        output,
+        timed_out,
+    })
 }
 
 fn signal_group(pgid: Option<Pid>, signal: Signal) {
