@@ -56,6 +56,23 @@ pub enum Command {
     /// Show the installed certificate, the last attempt and the next renewal.
     /// Exit 0 valid, 1 renewal due, 3 expired or missing.
     Status(StatusArgs),
+    /// Check the configuration: keys, paths, permissions, hook programs; with --online also
+    /// fetch a token and do a certificate round trip without installing anything.
+    Check(CheckArgs),
+    /// Write a commented configuration file with the defaults.
+    Init(InitArgs),
+    /// Print an instance identity access token (stdout only; never logged).
+    Token(TokenArgs),
+    /// Print an IAM access token for a trusted profile (stdout only; never logged).
+    IamToken(IamTokenArgs),
+    /// Show this instance's metadata (GET /metadata/v1/instance).
+    Instance(InstanceArgs),
+    /// Print a stunnel client service section that uses the installed files.
+    StunnelConfig(StunnelConfigArgs),
+    /// Print a shell completion script.
+    Completions(CompletionsArgs),
+    /// Print the man page (roff).
+    Man,
     /// Run the metadata service emulator (for demos and offline tests).
     Emulator(EmulatorArgs),
     /// A tour: an embedded emulator, a first renewal into a temp dir, and its status.
@@ -68,6 +85,70 @@ pub struct RunArgs {
     /// output.metrics_file).
     #[arg(long)]
     pub metrics_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Also reach the metadata service: a token and a certificate round trip (nothing is
+    /// installed).
+    #[arg(long)]
+    pub online: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Where to write it (default: the --config path).
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// Token lifetime (5s to 1h).
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub lifetime: Duration,
+}
+
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct IamTokenArgs {
+    /// Trusted profile ID, e.g. Profile-8dd84246-….
+    #[arg(long)]
+    pub profile_id: Option<String>,
+    /// Trusted profile CRN.
+    #[arg(long)]
+    pub profile_crn: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct InstanceArgs {
+    /// The whole JSON document instead of a summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StunnelConfigArgs {
+    /// The share's mount target and stunnel port on the file server, e.g. 10.240.64.5:20049.
+    #[arg(long)]
+    pub connect: String,
+    /// Local address NFS mounts through.
+    #[arg(long, default_value = "127.0.0.1:20049")]
+    pub accept: String,
+    /// CA bundle that verifies the file server (stunnel `CAfile`).
+    #[arg(long, default_value = "/etc/ssl/certs/ca-certificates.crt")]
+    pub ca_file: PathBuf,
+    /// Host name to check in the server's certificate (stunnel `checkHost`).
+    #[arg(long)]
+    pub check_host: Option<String>,
+    /// Service section name.
+    #[arg(long, default_value = "eit-nfs")]
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Args)]

@@ -11,7 +11,10 @@ use std::process::ExitCode;
 use anyhow::Context;
 use time::OffsetDateTime;
 
-use crate::cli::{Cli, Command, EmulatorArgs, LogFormat, RenewArgs, RunArgs, StatusArgs};
+use crate::cli::{
+    CheckArgs, Cli, Command, CompletionsArgs, EmulatorArgs, IamTokenArgs, InstanceArgs, LogFormat,
+    RenewArgs, RunArgs, StatusArgs, StunnelConfigArgs, TokenArgs,
+};
 use crate::config::Config;
 use crate::emulator;
 use crate::lock::DirLock;
@@ -85,6 +88,14 @@ async fn dispatch(cli: Cli) -> Outcome {
         Command::Run(ref args) => run_daemon(&cli.config, args).await,
         Command::Renew(ref args) => renew(&cli.config, args).await,
         Command::Status(ref args) => show_status(&cli.config, args),
+        Command::Check(ref args) => check(&cli.config, args).await,
+        Command::Init(ref args) => init(args.output.as_deref().unwrap_or(&cli.config)),
+        Command::Token(ref args) => token(&cli.config, args).await,
+        Command::IamToken(ref args) => iam_token(&cli.config, args).await,
+        Command::Instance(ref args) => instance(&cli.config, args).await,
+        Command::StunnelConfig(ref args) => stunnel_config(&cli.config, args),
+        Command::Completions(ref args) => completions(args),
+        Command::Man => man(),
         Command::Emulator(args) => run_emulator(args).await,
         Command::Demo => demo().await,
     }
@@ -226,6 +237,164 @@ fn show_status(config_path: &Path, args: &StatusArgs) -> Outcome {
         print!("{}", report.render_text(now));
     }
     Ok(report.health.exit_code())
+}
+
+/// For the metadata commands, which are useful before anything is configured: a missing file
+/// means the defaults. A file that exists must be valid.
+fn config_or_defaults(path: &Path) -> Result<Config, Failure> {
+    if !path.exists() {
+        tracing::debug!(path = %path.display(), "no config file; using the defaults");
+        return Config::parse("", path).map_err(usage);
+    }
+    load_config(path)
+}
+
+async fn check(config_path: &Path, args: &CheckArgs) -> Outcome {
+    let config = load_config(config_path)?;
+    let problems = crate::check::offline(&config);
+    for p in &problems {
+        println!("problem: {p}");
+    }
+    if !problems.is_empty() {
+        return Err(usage(anyhow::anyhow!(
+            "{}: {} problem(s) found",
+            config_path.display(),
+            problems.len()
+        )));
+    }
+    println!("{}: configuration OK", config_path.display());
+    if args.online {
+        let report = crate::check::online(&config).await.map_err(failed)?;
+        println!("{report}");
+    }
+    Ok(0)
+}
+
+fn init(path: &Path) -> Outcome {
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|e| {
+            let hint = if e.kind() == std::io::ErrorKind::AlreadyExists {
+                "; it is left as it is (edit it, or pass --output for a new file)"
+            } else {
+                ""
+            };
+            usage(anyhow::anyhow!(
+                "cannot create {}: {e}{hint}",
+                path.display()
+            ))
+        })?;
+    file.write_all(crate::config::EXAMPLE.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))
+        .map_err(failed)?;
+    println!(
+        "wrote {}; check it with `eit-certd --config {} check`",
+        path.display(),
+        path.display()
+    );
+    Ok(0)
+}
+
+async fn metadata_client(config_path: &Path) -> Result<Client, Failure> {
+    let config = config_or_defaults(config_path)?;
+    Client::connect(&config.metadata).await.map_err(failed)
+}
+
+async fn token(config_path: &Path, args: &TokenArgs) -> Outcome {
+    if !(5..=3600).contains(&args.lifetime.as_secs()) {
+        return Err(usage(anyhow::anyhow!(
+            "--lifetime must be between 5s and 1h (the service's range)"
+        )));
+    }
+    let client = metadata_client(config_path).await?;
+    let token = client.new_token(args.lifetime).await.map_err(failed)?;
+    println!("{}", token.expose());
+    Ok(0)
+}
+
+async fn iam_token(config_path: &Path, args: &IamTokenArgs) -> Outcome {
+    let client = metadata_client(config_path).await?;
+    let profile = crate::metadata::api::TrustedProfileRef {
+        id: args.profile_id.clone(),
+        crn: args.profile_crn.clone(),
+    };
+    let token = client.iam_token(profile).await.map_err(failed)?;
+    println!("{}", token.expose());
+    Ok(0)
+}
+
+async fn instance(config_path: &Path, args: &InstanceArgs) -> Outcome {
+    let client = metadata_client(config_path).await?;
+    let instance = client.instance().await.map_err(failed)?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&instance).map_err(failed)?
+        );
+    } else {
+        println!("id    {}", instance.id);
+        println!("name  {}", instance.name);
+        println!("zone  {}", instance.zone.name);
+        if !instance.crn.is_empty() {
+            println!("crn   {}", instance.crn);
+        }
+    }
+    Ok(0)
+}
+
+fn stunnel_config(config_path: &Path, args: &StunnelConfigArgs) -> Outcome {
+    let config = config_or_defaults(config_path)?;
+    let current = config.output.dir.join(store::CURRENT);
+    let check_host = args
+        .check_host
+        .as_deref()
+        .map(|h| format!("checkHost = {h}\n"))
+        .unwrap_or_default();
+    print!(
+        "; eit-certd: client section for an NFS share with encryption in transit.\n\
+         ; Mount with: mount -t nfs4 -o port={port} 127.0.0.1:/<share path> /mnt/share\n\
+         [{name}]\n\
+         client = yes\n\
+         accept = {accept}\n\
+         connect = {connect}\n\
+         ; Renewed by eit-certd; `stunnel-reload` (SIGHUP) makes new connections use the new pair.\n\
+         cert = {cert}\n\
+         key = {key}\n\
+         ; Verify the file server.\n\
+         CAfile = {ca}\n\
+         verifyChain = yes\n\
+         {check_host}",
+        port = args.accept.rsplit(':').next().unwrap_or("20049"),
+        name = args.name,
+        accept = args.accept,
+        connect = args.connect,
+        cert = current.join(store::FULLCHAIN_FILE).display(),
+        key = current.join(store::KEY_FILE).display(),
+        ca = args.ca_file.display(),
+    );
+    Ok(0)
+}
+
+fn completions(args: &CompletionsArgs) -> Outcome {
+    use clap::CommandFactory;
+    let mut command = Cli::command();
+    clap_complete::generate(
+        args.shell,
+        &mut command,
+        "eit-certd",
+        &mut std::io::stdout(),
+    );
+    Ok(0)
+}
+
+fn man() -> Outcome {
+    use clap::CommandFactory;
+    clap_mangen::Man::new(Cli::command())
+        .render(&mut std::io::stdout())
+        .map_err(failed)?;
+    Ok(0)
 }
 
 async fn run_emulator(args: EmulatorArgs) -> Outcome {

@@ -763,3 +763,6 @@ mod example_tests {
         assert_eq!(parsed, defaults);
     }
 }
+
+/// The commented configuration `eit-certd init` writes (also `examples/config.toml`).
+pub const EXAMPLE: &str = include_str!("../examples/config.toml");

@@ -1,0 +1,267 @@
+//! `eit-certd check`: finds what would make the daemon fail before it runs. Offline checks
+//! look at the configuration and the file system; the online check talks to the service and
+//! does a full certificate round trip without installing anything.
+
+use std::fmt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use time::OffsetDateTime;
+
+use crate::config::{Config, Endpoint};
+use crate::metadata::client::Client;
+use crate::pki::validate::{self, Anchor};
+use crate::pki::{csr, PrivateKey};
+use crate::store::{self, Store};
+
+/// One problem: the key it is about, what is wrong, and how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub what: String,
+    pub fix: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}; fix: {}", self.key, self.what, self.fix)
+    }
+}
+
+fn problem(key: impl Into<String>, what: impl Into<String>, fix: impl Into<String>) -> Problem {
+    Problem {
+        key: key.into(),
+        what: what.into(),
+        fix: fix.into(),
+    }
+}
+
+/// Everything that can be checked without the network.
+pub fn offline(config: &Config) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    check_output_dir(&config.output.dir, &mut problems);
+    if let Err(e) = Store::new(
+        &config.output.dir,
+        config.output.keep.0,
+        config.output.group.as_deref(),
+    ) {
+        problems.push(problem(
+            "output.group",
+            e.to_string(),
+            "create the group or remove output.group",
+        ));
+    }
+    if let Some(path) = &config.metadata.ca_file {
+        match std::fs::read(path) {
+            Err(e) => problems.push(problem(
+                "metadata.ca_file",
+                format!("cannot read {}: {e}", path.display()),
+                "point it at the PEM CA bundle that signs the metadata service's certificate",
+            )),
+            Ok(pem)
+                if reqwest::Certificate::from_pem_bundle(&pem).map_or(true, |c| c.is_empty()) =>
+            {
+                problems.push(problem(
+                    "metadata.ca_file",
+                    format!("{} holds no PEM certificate", path.display()),
+                    "point it at a PEM CA bundle",
+                ))
+            }
+            Ok(_) => {}
+        }
+    }
+    if let (Some(_), Endpoint::Url(url)) = (&config.metadata.ca_file, &config.metadata.endpoint) {
+        if url.starts_with("http://") {
+            problems.push(problem(
+                "metadata.ca_file",
+                "is set but metadata.endpoint is plain http, so it is never used",
+                "use an https:// endpoint, or remove ca_file",
+            ));
+        }
+    }
+    if let Some(path) = &config.certificate.trust_anchor {
+        let parsed = std::fs::read(path)
+            .map_err(|e| e.to_string())
+            .and_then(|pem| Anchor::from_pem(&pem).map_err(|e| e.to_string()));
+        if let Err(e) = parsed {
+            problems.push(problem(
+                "certificate.trust_anchor",
+                format!("{}: {e}", path.display()),
+                "point it at the PEM root certificate the chain must end at",
+            ));
+        }
+    }
+    for hook in &config.hooks {
+        let program = Path::new(&hook.command.0[0]);
+        let key = format!("hooks.{}.command", hook.name);
+        if !program.is_absolute() {
+            problems.push(problem(
+                key,
+                format!("{} is not an absolute path", program.display()),
+                "hooks run with a minimal PATH; give the full path",
+            ));
+            continue;
+        }
+        match std::fs::metadata(program) {
+            Err(e) => problems.push(problem(
+                key,
+                format!("{}: {e}", program.display()),
+                "install it or fix the path",
+            )),
+            Ok(m) if !m.is_file() || m.permissions().mode() & 0o111 == 0 => problems.push(problem(
+                key,
+                format!("{} is not an executable file", program.display()),
+                format!("chmod +x {}", program.display()),
+            )),
+            Ok(_) => {}
+        }
+    }
+    check_installed_modes(config, &mut problems);
+    problems
+}
+
+fn check_output_dir(dir: &Path, problems: &mut Vec<Problem>) {
+    let existing = dir
+        .ancestors()
+        .find(|p| p.exists())
+        .unwrap_or(Path::new("/"));
+    match std::fs::metadata(existing) {
+        Ok(m) if !m.is_dir() => problems.push(problem(
+            "output.dir",
+            format!("{} is not a directory", existing.display()),
+            "point output.dir at a directory",
+        )),
+        Ok(_) => {
+            if nix::unistd::access(existing, nix::unistd::AccessFlags::W_OK).is_err() {
+                problems.push(problem(
+                    "output.dir",
+                    format!("{} is not writable by this user", existing.display()),
+                    "run as root, or choose a directory this user can write",
+                ));
+            }
+        }
+        Err(e) => problems.push(problem(
+            "output.dir",
+            format!("{}: {e}", existing.display()),
+            "create it",
+        )),
+    }
+}
+
+/// Installed key files must not be readable by others.
+fn check_installed_modes(config: &Config, problems: &mut Vec<Problem>) {
+    let current = config.output.dir.join(store::CURRENT);
+    let allowed = if config.output.group.is_some() {
+        0o640
+    } else {
+        0o600
+    };
+    for name in [store::KEY_FILE, store::COMBINED_FILE] {
+        let path = current.join(name);
+        if let Ok(m) = std::fs::metadata(&path) {
+            let mode = m.permissions().mode() & 0o777;
+            if mode & !allowed != 0 {
+                problems.push(problem(
+                    "output.dir",
+                    format!(
+                        "{} has mode {mode:o}, readable beyond {allowed:o}",
+                        path.display()
+                    ),
+                    format!(
+                        "chmod {allowed:o} {} (eit-certd fixes it at its next start)",
+                        path.display()
+                    ),
+                ));
+            }
+        }
+    }
+}
+
+/// Token, CSR, certificate and validation against the live service; installs nothing.
+pub async fn online(config: &Config) -> anyhow::Result<String> {
+    let client = Client::connect(&config.metadata).await?;
+    client.token().await?;
+    let key = PrivateKey::generate_blocking(config.certificate.key_bits.0).await?;
+    let csr = csr::build(&key, &config.certificate.subject)?;
+    let issued = client
+        .request_certificate(&csr, config.certificate.lifetime.0)
+        .await?;
+    let anchor = match &config.certificate.trust_anchor {
+        Some(p) => Some(Anchor::from_pem(&std::fs::read(p)?)?),
+        None => None,
+    };
+    let verified = validate::validate(
+        &issued.response.certificates,
+        &key.public_key_der()?,
+        anchor.as_ref(),
+        OffsetDateTime::now_utc(),
+        validate::DEFAULT_SKEW,
+    )?;
+    Ok(format!(
+        "online: {} answered; a token and a test certificate (serial {}, lifetime {}) validated; nothing was installed",
+        client.base_url(),
+        verified.leaf.serial_hex,
+        humantime::format_duration(verified.leaf.lifetime())
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: &str, dir: &Path) -> Config {
+        Config::parse(
+            &format!("[output]\ndir = \"{}\"\n{extra}", dir.display()),
+            Path::new("t.toml"),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_clean_config_has_no_problems() {
+        let tmp = tempfile::tempdir().unwrap();
+        assert_eq!(offline(&config("", &tmp.path().join("out"))), vec![]);
+    }
+
+    #[test]
+    fn each_problem_names_its_key_and_a_fix() {
+        let tmp = tempfile::tempdir().unwrap();
+        let not_exec = tmp.path().join("hook.sh");
+        std::fs::write(&not_exec, "#!/bin/sh\n").unwrap();
+        let extra = format!(
+            "[metadata]\nca_file = \"/nonexistent/ca.pem\"\n\
+             [certificate]\ntrust_anchor = \"{}\"\n\
+             [[hooks]]\nname = \"a\"\ncommand = [\"/nonexistent/prog\"]\n\
+             [[hooks]]\nname = \"b\"\ncommand = [\"relative\"]\n\
+             [[hooks]]\nname = \"c\"\ncommand = [\"{}\"]\n",
+            not_exec.display(),
+            not_exec.display()
+        );
+        let problems = offline(&config(&extra, &tmp.path().join("out")));
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "metadata.ca_file",
+                "metadata.ca_file",
+                "certificate.trust_anchor",
+                "hooks.a.command",
+                "hooks.b.command",
+                "hooks.c.command"
+            ],
+            "{problems:#?}"
+        );
+        assert!(problems.iter().all(|p| !p.fix.is_empty()));
+        assert!(problems[5].fix.starts_with("chmod +x"));
+    }
+
+    #[test]
+    fn output_dir_under_a_file_is_a_problem() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("f");
+        std::fs::write(&file, "").unwrap();
+        let problems = offline(&config("", &file.join("out")));
+        assert_eq!(problems[0].key, "output.dir");
+        assert!(problems[0].what.contains("not a directory"));
+    }
+}

@@ -1,0 +1,203 @@
+//! The scripting and first-run commands against the real emulator.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+#[test]
+fn token_goes_to_stdout_only_even_with_trace_logging() {
+    let emulator = Emulator::start(&[]);
+    let setup = Setup::new(&emulator, 2048, "", "");
+    let o = Command::new(bin())
+        .args([
+            "--config",
+            setup.config.to_str().unwrap(),
+            "token",
+            "--lifetime",
+            "30s",
+        ])
+        .env("RUST_LOG", "trace")
+        .output()
+        .unwrap();
+    assert_exit(&o, 0);
+    let token = stdout(&o).trim().to_string();
+    assert_eq!(stdout(&o).lines().count(), 1);
+    assert!(token.len() > 20, "{token}");
+    assert!(
+        !stderr(&o).contains(&token),
+        "the token leaked into the log"
+    );
+    assert!(!stderr(&o).contains(&token[token.len() - 16..]));
+    let token_calls: Vec<_> = emulator
+        .requests()
+        .into_iter()
+        .filter(|r| r["path"] == "/identity/v1/token")
+        .collect();
+    assert_eq!(token_calls.len(), 1);
+    assert_eq!(token_calls[0]["status"], 200);
+}
+
+#[test]
+fn iam_token_needs_a_profile_and_returns_a_token() {
+    let emulator = Emulator::start(&[]);
+    let setup = Setup::new(&emulator, 2048, "", "");
+    let o = setup.run(&[
+        "iam-token",
+        "--profile-id",
+        "Profile-8dd84246-7df4-4667-94e4-8cede51d5ac5",
+    ]);
+    assert_exit(&o, 0);
+    let iam = stdout(&o).trim().to_string();
+    assert!(!iam.is_empty() && !stderr(&o).contains(&iam));
+    let o = setup.run(&[
+        "iam-token",
+        "--profile-crn",
+        "crn:v1:bluemix:public:iam-identity::a/x::profile:Profile-1",
+    ]);
+    assert_exit(&o, 0);
+    // clap refuses a call without a profile (usage error, exit 2).
+    assert_exit(&setup.run(&["iam-token"]), 2);
+    assert!(emulator
+        .requests()
+        .iter()
+        .filter(|r| r["path"] == "/identity/v1/iam_token")
+        .all(|r| r["status"] == 200));
+}
+
+#[test]
+fn instance_shows_id_name_and_zone() {
+    let emulator = Emulator::start(&["--instance-id", "0717_11111111-2222-3333-4444-555555555555"]);
+    let setup = Setup::new(&emulator, 2048, "", "");
+    let o = setup.run(&["instance"]);
+    assert_exit(&o, 0);
+    let text = stdout(&o);
+    assert!(
+        text.contains("id    11111111-2222-3333-4444-555555555555"),
+        "{text}"
+    );
+    assert!(text.contains("zone  us-south-1"), "{text}");
+    let o = setup.run(&["instance", "--json"]);
+    assert_exit(&o, 0);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["zone"]["name"], "us-south-1");
+    assert!(v["name"].is_string());
+}
+
+#[test]
+fn init_writes_the_defaults_once_and_refuses_to_overwrite() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("config.toml");
+    let o = Command::new(bin())
+        .args(["--config", path.to_str().unwrap(), "init"])
+        .output()
+        .unwrap();
+    assert_exit(&o, 0);
+    let written = std::fs::read_to_string(&path).unwrap();
+    assert!(written.contains("[certificate]") && written.contains("# "));
+    std::fs::write(&path, "# mine\n").unwrap();
+    let o = Command::new(bin())
+        .args(["--config", path.to_str().unwrap(), "init"])
+        .output()
+        .unwrap();
+    assert_exit(&o, 2);
+    assert!(stderr(&o).contains("left as it is"));
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "# mine\n");
+}
+
+#[test]
+fn check_lists_each_problem_and_online_does_a_round_trip_without_installing() {
+    let emulator = Emulator::start(&[]);
+    let bad = Setup::new(
+        &emulator,
+        2048,
+        "",
+        "[[hooks]]\nname = \"reload\"\ncommand = [\"/nonexistent/reload\"]\n",
+    );
+    let o = bad.run(&["check"]);
+    assert_exit(&o, 2);
+    assert!(
+        stdout(&o).contains("problem: hooks.reload.command: /nonexistent/reload"),
+        "{}",
+        stdout(&o)
+    );
+
+    let good = Setup::new(&emulator, 2048, "", "");
+    let o = good.run(&["check", "--online"]);
+    assert_exit(&o, 0);
+    assert!(stdout(&o).contains("configuration OK"));
+    assert!(
+        stdout(&o).contains("nothing was installed"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(good.generations().is_empty());
+    assert!(!good.current().exists());
+    assert!(emulator
+        .requests()
+        .iter()
+        .any(|r| r["path"] == "/identity/v1/certificates" && r["status"] == 201));
+}
+
+#[test]
+fn stunnel_config_points_at_the_current_files() {
+    let emulator = Emulator::start(&[]);
+    let setup = Setup::new(&emulator, 2048, "", "");
+    let o = setup.run(&[
+        "stunnel-config",
+        "--connect",
+        "10.240.64.5:20049",
+        "--check-host",
+        "share.example",
+    ]);
+    assert_exit(&o, 0);
+    let text = stdout(&o);
+    let current = setup.current();
+    assert!(text.contains("client = yes"));
+    assert!(text.contains("connect = 10.240.64.5:20049"));
+    assert!(text.contains(&format!(
+        "cert = {}",
+        current.join("fullchain.pem").display()
+    )));
+    assert!(text.contains(&format!("key = {}", current.join("key.pem").display())));
+    assert!(text.contains("verifyChain = yes") && text.contains("checkHost = share.example"));
+}
+
+#[test]
+fn completions_and_man_page_cover_the_commands() {
+    let o = Command::new(bin())
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    assert_exit(&o, 0);
+    assert!(stdout(&o).contains("renew") && stdout(&o).contains("stunnel-config"));
+    let o = Command::new(bin()).arg("man").output().unwrap();
+    assert_exit(&o, 0);
+    assert!(stdout(&o).contains(".TH eit-certd 1"));
+    assert!(stdout(&o).contains("renew"));
+}
+
+#[test]
+fn json_log_format_emits_json_lines() {
+    let emulator = Emulator::start(&[]);
+    let setup = Setup::new(&emulator, 2048, "", "");
+    let o = Command::new(bin())
+        .args([
+            "--config",
+            setup.config.to_str().unwrap(),
+            "--log-format",
+            "json",
+            "renew",
+        ])
+        .output()
+        .unwrap();
+    assert_exit(&o, 0);
+    let lines: Vec<&str> = std::str::from_utf8(&o.stderr).unwrap().lines().collect();
+    assert!(!lines.is_empty());
+    for line in lines {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+        assert!(v["level"].is_string() && v["fields"].is_object(), "{line}");
+    }
+}
