@@ -23,6 +23,11 @@ pub const DEFAULT_ENDPOINT: &str = "http://api.metadata.cloud.ibm.com";
 /// The API version date we are built and tested against.
 pub const DEFAULT_VERSION: &str = "2025-08-26";
 
+/// From this version on the service answers only the `/identity/v1` family; the older
+/// `/instance_identity/v1` family needs an earlier version date (see the migration notes in
+/// `shared/api/identity-operations.md`).
+pub const IDENTITY_ONLY_FROM: &str = crate::metadata::api::IDENTITY_ONLY_FROM;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {}: {source}; create it with `eit-certd init` or pass --config", path.display())]
@@ -200,6 +205,16 @@ impl Config {
             path: path.to_path_buf(),
             message,
         };
+        let m = &self.metadata;
+        let first_identity_only = ApiVersion::parse(IDENTITY_ONLY_FROM).expect("valid constant");
+        if m.api == ApiFamily::InstanceIdentity && m.version.0 >= first_identity_only {
+            return Err(semantic(format!(
+                "metadata.api = \"instance_identity\" is not served at metadata.version {} \
+                 (from {IDENTITY_ONLY_FROM} on only /identity/v1 is); set api = \"identity\", \
+                 or a version before {IDENTITY_ONLY_FROM}",
+                m.version
+            )));
+        }
         let c = &self.certificate;
         if c.min_remaining.0 >= c.lifetime.0 {
             return Err(semantic(format!(
@@ -711,6 +726,18 @@ timeout = "30s"
         assert!(err("[metadata]\nversion = \"2021-12-31\"\n").contains("2022-03-01"));
         assert!(err("[metadata]\nversion = \"yesterday\"\n").contains("YYYY-MM-DD"));
         assert!(parse("[metadata]\nversion = \"2022-03-01\"\n").is_ok());
+    }
+
+    #[test]
+    fn old_family_needs_an_old_version() {
+        let e = err("[metadata]\napi = \"instance_identity\"\n");
+        assert!(
+            e.contains("metadata.api") && e.contains("2025-08-26"),
+            "{e}"
+        );
+        let ok = parse("[metadata]\napi = \"instance_identity\"\nversion = \"2025-04-22\"\n");
+        assert_eq!(ok.unwrap().metadata.api, ApiFamily::InstanceIdentity);
+        assert!(parse("[metadata]\napi = \"identity\"\nversion = \"2024-11-12\"\n").is_ok());
     }
 
     #[test]

@@ -31,6 +31,9 @@ impl ApiFamily {
 /// The first `version` date that serves instance identity tokens.
 pub const MIN_VERSION: &str = "2022-03-01";
 
+/// From this `version` date on only the `identity` family is served.
+pub const IDENTITY_ONLY_FROM: &str = "2025-08-26";
+
 /// `PUT {family}/token` body.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
