@@ -1,0 +1,915 @@
+//! The shipped hook scripts (`hooks/*`), run for real: each test gives a script a cleared
+//! environment (only `PATH` plus what the test sets, the way eit-certd runs hooks), stdin closed,
+//! and its own temporary directory, and then checks what the script *did* — which processes got
+//! SIGHUP, which marker files a fake restart or remount command wrote, with which arguments —
+//! not only its exit code. Every test owns its files and processes, so they run in parallel.
+
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+/// How long a test waits for something that should happen (a trapped SIGHUP to be written down).
+const DEADLINE: Duration = Duration::from_secs(10);
+
+fn hook(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("hooks")
+        .join(name)
+}
+
+/// Runs `hooks/<name>` directly (so its shebang and executable bit count) with only `PATH` and
+/// `vars` in its environment and stdin closed.
+fn run_hook<K: AsRef<OsStr>, V: AsRef<OsStr>>(name: &str, vars: &[(K, V)]) -> Output {
+    let mut cmd = Command::new(hook(name));
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .stdin(Stdio::null());
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run hooks/{name}: {e}"))
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn code(out: &Output) -> i32 {
+    out.status
+        .code()
+        .unwrap_or_else(|| panic!("killed by a signal: {out:?}"))
+}
+
+/// Writes a small shell script that a hook will run as `sh <path>` (run through `sh`, never
+/// executed directly, so that a parallel test's fork cannot make it "text file busy").
+fn write_script(path: &Path, body: &str) -> String {
+    fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    let s = path.to_str().unwrap();
+    assert!(
+        !s.contains(char::is_whitespace),
+        "the temporary directory {s:?} must not contain whitespace (commands are split on it)"
+    );
+    format!("sh {s}")
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        sleep(Duration::from_millis(20));
+    }
+}
+
+fn read(path: &Path) -> String {
+    fs::read_to_string(path).unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------------------------
+// stunnel-reload
+// ---------------------------------------------------------------------------------------------
+
+/// A `sh` that writes "HUP" to `hup` for every SIGHUP it gets and otherwise sleeps; killed when
+/// dropped. `program` is what is exec'd (a link named `stunnel` gives it that comm).
+struct Trapped {
+    child: Child,
+    hup: PathBuf,
+}
+
+impl Trapped {
+    fn start(dir: &Path, name: &str, program: &Path) -> Trapped {
+        let hup = dir.join(format!("{name}.hup"));
+        let ready = dir.join(format!("{name}.ready"));
+        let child = Command::new(program)
+            .arg("-c")
+            .arg(r#"trap 'echo HUP >> "$F"' HUP; : > "$R"; while :; do sleep 0.1; done"#)
+            .env("F", &hup)
+            .env("R", &ready)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Only signal it once the trap is in place (before that, SIGHUP would kill it).
+        wait_until(&format!("{name} to set its trap"), || ready.exists());
+        Trapped { child, hup }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn hups(&self) -> usize {
+        read(&self.hup).lines().filter(|l| *l == "HUP").count()
+    }
+
+    fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Trapped {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A pid that no process has any more (a child that has exited and been reaped).
+fn dead_pid() -> u32 {
+    let mut c = Command::new("sh").arg("-c").arg("exit 0").spawn().unwrap();
+    let pid = c.id();
+    c.wait().unwrap();
+    pid
+}
+
+fn sh() -> PathBuf {
+    PathBuf::from("/bin/sh")
+}
+
+#[test]
+fn stunnel_reload_signals_the_pid_files_processes_and_reports_stale_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pids = tmp.path().join("pids");
+    fs::create_dir(&pids).unwrap();
+    let mut one = Trapped::start(tmp.path(), "one", &sh());
+    let mut two = Trapped::start(tmp.path(), "two", &sh());
+    // Running, but named by no pid file: must not be signalled.
+    let mut bystander = Trapped::start(tmp.path(), "bystander", &sh());
+    let stale = dead_pid();
+    fs::write(pids.join("one.pid"), format!("{}\n", one.pid())).unwrap();
+    fs::write(pids.join("two.pid"), format!("{}\n", two.pid())).unwrap();
+    fs::write(pids.join("stale.pid"), format!("{stale}\n")).unwrap();
+    // The same process twice (as /run and /var/run can be): signalled once, said so.
+    fs::write(pids.join("one-again.pid"), format!("{}\n", one.pid())).unwrap();
+
+    let glob = format!("{}/*.pid", pids.display());
+    let out = run_hook(
+        "stunnel-reload",
+        &[
+            ("STUNNEL_PID_GLOB", glob.as_str()),
+            ("STUNNEL_SKIP_COMM_CHECK", "1"),
+        ],
+    );
+    let err = stderr(&out);
+    assert_eq!(code(&out), 0, "stderr: {err}");
+
+    wait_until("both stunnels to record SIGHUP", || {
+        one.hups() >= 1 && two.hups() >= 1
+    });
+    // Give a stray signal time to show up before saying there was none.
+    sleep(Duration::from_millis(300));
+    assert_eq!(
+        bystander.hups(),
+        0,
+        "a process named by no pid file got SIGHUP"
+    );
+    assert!(one.alive() && two.alive() && bystander.alive());
+
+    assert!(
+        err.contains("stale.pid") && err.contains(&format!("no process {stale} is running")),
+        "the stale pid file is not reported: {err}"
+    );
+    assert!(
+        err.contains(&format!("pid {} already signalled", one.pid())),
+        "the duplicate pid file is not recognised: {err}"
+    );
+    assert!(err.contains(&format!("sent SIGHUP to stunnel pid {}", two.pid())));
+}
+
+#[test]
+fn stunnel_reload_only_signals_processes_that_are_stunnel() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Exec'ing sh through a link named "stunnel" makes /proc/PID/comm say "stunnel".
+    let stunnel = tmp.path().join("stunnel");
+    symlink("/bin/sh", &stunnel).unwrap();
+    let real = Trapped::start(tmp.path(), "real", &stunnel);
+    let impostor = Trapped::start(tmp.path(), "impostor", &sh());
+    fs::write(tmp.path().join("real.pid"), real.pid().to_string()).unwrap();
+    fs::write(tmp.path().join("impostor.pid"), impostor.pid().to_string()).unwrap();
+
+    let glob = format!("{}/*.pid", tmp.path().display());
+    let out = run_hook("stunnel-reload", &[("STUNNEL_PID_GLOB", glob.as_str())]);
+    let err = stderr(&out);
+    assert_eq!(code(&out), 0, "stderr: {err}");
+    wait_until("the stunnel to record SIGHUP", || real.hups() >= 1);
+    sleep(Duration::from_millis(300));
+    assert_eq!(
+        impostor.hups(),
+        0,
+        "a process that is not stunnel got SIGHUP"
+    );
+    assert!(
+        err.contains(&format!("process {} is not stunnel", impostor.pid())),
+        "{err}"
+    );
+}
+
+#[test]
+fn stunnel_reload_fails_when_nothing_is_running_unless_optional() {
+    let tmp = tempfile::tempdir().unwrap();
+    let nothing = format!("{}/no-such-*.pid", tmp.path().display());
+
+    let out = run_hook("stunnel-reload", &[("STUNNEL_PID_GLOB", nothing.as_str())]);
+    assert_eq!(code(&out), 1);
+    assert!(
+        stderr(&out).contains(&format!("no pid file matches '{nothing}'")),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = run_hook(
+        "stunnel-reload",
+        &[
+            ("STUNNEL_PID_GLOB", nothing.as_str()),
+            ("STUNNEL_OPTIONAL", "1"),
+        ],
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stderr(&out).contains("nothing to reload (STUNNEL_OPTIONAL=1)"));
+
+    // Only stale pid files (and ones that would hit init or our own process group): nothing
+    // was signalled, which is a failure too.
+    fs::write(tmp.path().join("stale.pid"), dead_pid().to_string()).unwrap();
+    fs::write(tmp.path().join("zero.pid"), "0\n").unwrap();
+    fs::write(tmp.path().join("init.pid"), "1\n").unwrap();
+    fs::write(tmp.path().join("junk.pid"), "12ab\n").unwrap();
+    let stale = format!("{}/*.pid", tmp.path().display());
+    let out = run_hook(
+        "stunnel-reload",
+        &[
+            ("STUNNEL_PID_GLOB", stale.as_str()),
+            ("STUNNEL_SKIP_COMM_CHECK", "1"),
+        ],
+    );
+    let err = stderr(&out);
+    assert_eq!(code(&out), 1, "{err}");
+    assert!(err.contains("none of the 4 pid file(s)"), "{err}");
+    assert!(err.contains("process id '0' is not a daemon's"), "{err}");
+    assert!(err.contains("process id '1' is not a daemon's"), "{err}");
+    assert!(err.contains("does not hold a process id ('12ab')"), "{err}");
+}
+
+#[test]
+fn stunnel_reload_goes_through_systemd_when_a_unit_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bin = tmp.path().join("bin");
+    fs::create_dir(&bin).unwrap();
+    let log = tmp.path().join("systemctl.log");
+    let systemctl = bin.join("systemctl");
+    fs::write(
+        &systemctl,
+        format!(
+            "#!/bin/sh\necho \"$*\" >> {}\n[ \"$2\" != broken.service ]\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&systemctl, fs::Permissions::from_mode(0o755)).unwrap();
+    // A live pid file too: with a unit named, the script must not signal it itself.
+    let running = Trapped::start(tmp.path(), "running", &sh());
+    fs::write(tmp.path().join("s.pid"), running.pid().to_string()).unwrap();
+    let glob = format!("{}/*.pid", tmp.path().display());
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+
+    let mut cmd = Command::new(hook("stunnel-reload"));
+    cmd.env_clear()
+        .env("PATH", &path)
+        .env("STUNNEL_PID_GLOB", &glob)
+        .env("STUNNEL_SKIP_COMM_CHECK", "1")
+        .stdin(Stdio::null());
+    let out = cmd
+        .env("STUNNEL_SYSTEMD_UNIT", "stunnel@nfs.service")
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(read(&log), "reload stunnel@nfs.service\n");
+
+    let out = cmd
+        .env("STUNNEL_SYSTEMD_UNIT", "broken.service")
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 1);
+    assert!(stderr(&out).contains("systemctl reload broken.service failed"));
+
+    sleep(Duration::from_millis(300));
+    assert_eq!(
+        running.hups(),
+        0,
+        "signalled a pid despite STUNNEL_SYSTEMD_UNIT"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// tlshd-restart
+// ---------------------------------------------------------------------------------------------
+
+/// An output directory laid out as the daemon leaves it: `generations/<id>/` with the five
+/// files, `current` pointing at it.
+struct OutputDir {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+    dir: PathBuf,
+    generation: PathBuf,
+    marker: PathBuf,
+    restart_cmd: String,
+}
+
+fn output_dir() -> OutputDir {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_path_buf();
+    let dir = root.join("eit-certd");
+    let generation = dir.join("generations").join("000007-20261123T190511Z-3A9F");
+    fs::create_dir_all(&generation).unwrap();
+    for f in ["key", "cert", "chain", "fullchain", "combined"] {
+        fs::write(generation.join(format!("{f}.pem")), "PEM\n").unwrap();
+    }
+    symlink(
+        "generations/000007-20261123T190511Z-3A9F",
+        dir.join("current"),
+    )
+    .unwrap();
+    let marker = root.join("restarted");
+    let restart_cmd = write_script(
+        &root.join("restart.sh"),
+        &format!("echo \"restart $*\" >> {}", marker.display()),
+    );
+    OutputDir {
+        _tmp: tmp,
+        root,
+        dir,
+        generation,
+        marker,
+        restart_cmd,
+    }
+}
+
+impl OutputDir {
+    fn run(&self, conf: &Path) -> Output {
+        run_hook(
+            "tlshd-restart",
+            &[
+                ("EIT_CERT_DIR", self.generation.as_os_str()),
+                ("EIT_SERIAL", OsStr::new("3A9F")),
+                ("TLSHD_CONF", conf.as_os_str()),
+                ("TLSHD_RESTART_CMD", OsStr::new(&self.restart_cmd)),
+            ],
+        )
+    }
+
+    fn conf(&self, body: &str) -> PathBuf {
+        let conf = self.root.join("tlshd.conf");
+        fs::write(&conf, body).unwrap();
+        conf
+    }
+}
+
+#[test]
+fn tlshd_restart_restarts_when_tlshd_uses_our_current_files() {
+    let o = output_dir();
+    let conf = o.conf(&format!(
+        "[debug]\nloglevel=0\n\n[authenticate.client]\nx509.truststore= /etc/ssl/ca.pem\n\
+         x509.certificate= {d}/current/fullchain.pem\nx509.private_key = {d}/current/key.pem\n",
+        d = o.dir.display()
+    ));
+    let out = o.run(&conf);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(
+        read(&o.marker),
+        "restart \n",
+        "the restart command did not run exactly once"
+    );
+    assert!(stderr(&out).contains("restarted tlshd"), "{}", stderr(&out));
+}
+
+#[test]
+fn tlshd_restart_sees_our_files_through_a_symbolic_link() {
+    let o = output_dir();
+    // /srv/certs -> /var/lib/eit-certd, say: the same files under another name.
+    let alias = o.root.join("alias");
+    symlink(&o.dir, &alias).unwrap();
+    let conf = o.conf(&format!(
+        "[authenticate.client]\nx509.private_key={}/current/key.pem\n",
+        alias.display()
+    ));
+    let out = o.run(&conf);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(read(&o.marker), "restart \n");
+}
+
+#[test]
+fn tlshd_restart_leaves_tlshd_alone_when_it_uses_other_files() {
+    let o = output_dir();
+    // Our paths only in comments, and a sibling directory whose name starts like ours.
+    let conf = o.conf(&format!(
+        "[authenticate.client]\n#x509.certificate={d}/current/fullchain.pem\n\
+         # x509.private_key={d}/current/key.pem\nx509.certificate={d}-old/current/cert.pem\n\
+         x509.private_key=/etc/pki/tls/private/other.key\n",
+        d = o.dir.display()
+    ));
+    fs::create_dir_all(o.root.join("eit-certd-old/current")).unwrap();
+    let out = o.run(&conf);
+    let err = stderr(&out);
+    assert_eq!(code(&out), 0, "{err}");
+    assert!(
+        !o.marker.exists(),
+        "restarted tlshd although it uses other files"
+    );
+    assert!(
+        err.contains(&format!("points into {}", o.dir.display())) && err.contains("not restarting"),
+        "stderr does not say why: {err}"
+    );
+}
+
+#[test]
+fn tlshd_restart_with_no_configuration_file_has_nothing_to_do() {
+    let o = output_dir();
+    let missing = o.root.join("no-such-tlshd.conf");
+    let out = o.run(&missing);
+    let err = stderr(&out);
+    assert_eq!(code(&out), 0, "{err}");
+    assert!(!o.marker.exists());
+    assert!(
+        err.contains(&format!("{} does not exist", missing.display())),
+        "{err}"
+    );
+}
+
+#[test]
+fn tlshd_restart_reports_a_failed_restart() {
+    let o = output_dir();
+    let conf = o.conf(&format!(
+        "[authenticate.client]\nx509.certificate={}/current/fullchain.pem\n",
+        o.dir.display()
+    ));
+    let failing = write_script(&o.root.join("fail.sh"), "exit 5");
+    let out = run_hook(
+        "tlshd-restart",
+        &[
+            ("EIT_CERT_DIR", o.generation.as_os_str()),
+            ("TLSHD_CONF", conf.as_os_str()),
+            ("TLSHD_RESTART_CMD", OsStr::new(&failing)),
+        ],
+    );
+    assert_eq!(code(&out), 1);
+    assert!(
+        stderr(&out).contains("restarting tlshd failed") && stderr(&out).contains("exited 5"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// nfs-remount
+// ---------------------------------------------------------------------------------------------
+
+/// A mounts table with every kind of line the hook must tell apart. Fields as the kernel
+/// writes them in /proc/self/mounts (spaces in mount points as \040, backslashes as \134).
+const MOUNTS: &str = "\
+sysfs /sys sysfs rw,nosuid,nodev,noexec,relatime 0 0
+10.240.64.5:/share-mtls /mnt/mtls nfs4 rw,relatime,vers=4.1,rsize=1048576,hard,proto=tcp,timeo=600,retrans=2,sec=sys,xprtsec=mtls,clientaddr=10.240.64.9,local_lock=none,addr=10.240.64.5 0 0
+127.0.0.1:/share-stunnel /mnt/stunnel nfs4 rw,relatime,vers=4.1,hard,proto=tcp,port=20049,timeo=600,retrans=2,sec=sys,clientaddr=127.0.0.1,local_lock=none,addr=127.0.0.1 0 0
+10.240.64.6:/plain /mnt/plain nfs4 rw,relatime,vers=4.1,hard,proto=tcp,sec=sys,addr=10.240.64.6 0 0
+10.240.64.7:/server-auth-only /mnt/tls-only nfs4 rw,relatime,vers=4.1,hard,proto=tcp,sec=sys,xprtsec=tls,addr=10.240.64.7 0 0
+127.0.0.1:/loopback-no-port /mnt/loopback nfs rw,relatime,vers=3,addr=127.0.0.1 0 0
+/dev/vda1 / ext4 rw,relatime,discard,errors=remount-ro 0 0
+/dev/vdb /mnt/data\\040disk ext4 rw,relatime 0 0
+10.240.64.8:/share-space /mnt/team\\040share\\134x nfs4 rw,relatime,vers=4.2,hard,proto=tcp,sec=sys,xprtsec=mtls,addr=10.240.64.8 0 0
+";
+
+/// The mount points of the TLS mounts above, in order, unescaped.
+const TLS_MOUNTS: [&str; 3] = ["/mnt/mtls", "/mnt/stunnel", r"/mnt/team share\x"];
+
+struct Remount {
+    _tmp: tempfile::TempDir,
+    mounts: PathBuf,
+    log: PathBuf,
+    action: String,
+}
+
+fn remount_setup() -> Remount {
+    let tmp = tempfile::tempdir().unwrap();
+    let mounts = tmp.path().join("mounts");
+    fs::write(&mounts, MOUNTS).unwrap();
+    let log = tmp.path().join("remounted");
+    // One line per call: the argument count, then each argument in brackets.
+    let action = write_script(
+        &tmp.path().join("action.sh"),
+        &format!(
+            "{{ printf '%s' \"$#\"; for a; do printf ' [%s]' \"$a\"; done; echo; }} >> {}",
+            log.display()
+        ),
+    );
+    Remount {
+        _tmp: tmp,
+        mounts,
+        log,
+        action,
+    }
+}
+
+impl Remount {
+    fn run(&self, extra: &[(&str, &str)]) -> Output {
+        let mut vars = vec![
+            ("EIT_MOUNTS_FILE", self.mounts.to_str().unwrap()),
+            ("NFS_REMOUNT_ACTION", self.action.as_str()),
+        ];
+        vars.extend_from_slice(extra);
+        run_hook("nfs-remount", &vars)
+    }
+}
+
+#[test]
+fn nfs_remount_dry_run_lists_the_tls_mounts_and_runs_nothing() {
+    let r = remount_setup();
+    let out = r.run(&[]);
+    let (so, err) = (stdout(&out), stderr(&out));
+    assert_eq!(code(&out), 0, "{err}");
+    let lines: Vec<&str> = so.lines().collect();
+    assert_eq!(lines.len(), 3, "expected one line per TLS mount: {so}");
+    for (line, mp) in lines.iter().zip(TLS_MOUNTS) {
+        assert!(
+            line.starts_with(&format!("would run: {} '{mp}'", r.action)),
+            "{line:?} does not show the action for {mp:?}"
+        );
+    }
+    assert!(lines[0].contains("xprtsec=mtls"));
+    assert!(lines[1].contains("local stunnel, port=20049"));
+    for other in ["/mnt/plain", "/mnt/tls-only", "/mnt/loopback", "/mnt/data"] {
+        assert!(!so.contains(other), "{other} is listed: {so}");
+    }
+    assert!(!r.log.exists(), "the dry run ran the action");
+    assert!(err.contains("EIT_HOOK_DRY_RUN=0"), "{err}");
+}
+
+#[test]
+fn nfs_remount_runs_the_action_once_per_tls_mount_with_the_unescaped_mount_point() {
+    let r = remount_setup();
+    let out = r.run(&[("EIT_HOOK_DRY_RUN", "0")]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let expected: String = TLS_MOUNTS.iter().map(|mp| format!("1 [{mp}]\n")).collect();
+    assert_eq!(read(&r.log), expected);
+    assert_eq!(stdout(&out).lines().count(), 3);
+    assert!(stdout(&out).lines().all(|l| l.starts_with("ran: ")));
+}
+
+#[test]
+fn nfs_remount_reports_failures_and_still_handles_the_other_mounts() {
+    let r = remount_setup();
+    // Fails for the stunnel mount only, after recording the call.
+    let action = write_script(
+        &r.log.with_file_name("flaky.sh"),
+        &format!(
+            "echo \"$1\" >> {}\n[ \"$1\" != /mnt/stunnel ]",
+            r.log.display()
+        ),
+    );
+    let out = r.run(&[
+        ("EIT_HOOK_DRY_RUN", "0"),
+        ("NFS_REMOUNT_ACTION", action.as_str()),
+    ]);
+    let err = stderr(&out);
+    assert_eq!(code(&out), 1, "{err}");
+    assert_eq!(read(&r.log).lines().collect::<Vec<_>>(), TLS_MOUNTS);
+    assert!(err.contains("'/mnt/stunnel' failed (exit 1)"), "{err}");
+    assert!(err.contains("1 of 3 remount(s) failed"), "{err}");
+}
+
+#[test]
+fn nfs_remount_refuses_unclear_settings_without_acting() {
+    let r = remount_setup();
+    let out = r.run(&[("EIT_HOOK_DRY_RUN", "no")]);
+    assert_eq!(code(&out), 2);
+    assert!(stderr(&out).contains("EIT_HOOK_DRY_RUN must be 0"));
+    let out = r.run(&[("EIT_HOOK_DRY_RUN", "0"), ("NFS_REMOUNT_ACTION", "  ")]);
+    assert_eq!(code(&out), 2);
+    assert!(stderr(&out).contains("NFS_REMOUNT_ACTION is empty"));
+    assert!(!r.log.exists());
+
+    let missing = r.mounts.with_file_name("no-such-mounts");
+    let out = run_hook(
+        "nfs-remount",
+        &[("EIT_MOUNTS_FILE", missing.to_str().unwrap())],
+    );
+    assert_eq!(code(&out), 1);
+    assert!(stderr(&out).contains("cannot read the mounts table"));
+}
+
+#[test]
+fn nfs_remount_with_no_tls_mounts_says_so() {
+    let r = remount_setup();
+    fs::write(
+        &r.mounts,
+        "/dev/vda1 / ext4 rw 0 0\n10.0.0.1:/x /mnt/x nfs4 rw,addr=10.0.0.1 0 0\n",
+    )
+    .unwrap();
+    let out = r.run(&[("EIT_HOOK_DRY_RUN", "0")]);
+    assert_eq!(code(&out), 0);
+    assert_eq!(stdout(&out), "");
+    assert!(stderr(&out).contains("nothing to remount"));
+    assert!(!r.log.exists());
+}
+
+// ---------------------------------------------------------------------------------------------
+// All hooks
+// ---------------------------------------------------------------------------------------------
+
+/// The hooks that need an `EIT_*` variable refuse to guess without it. Only tlshd-restart
+/// needs one (EIT_CERT_DIR, to find the output directory); stunnel-reload and nfs-remount need
+/// none, which the tests above show by running them with no EIT_* variable at all.
+#[test]
+fn hooks_fail_clearly_without_the_variables_they_need() {
+    let o = output_dir();
+    let conf = o.conf(&format!(
+        "[authenticate.client]\nx509.certificate={}/current/fullchain.pem\n",
+        o.dir.display()
+    ));
+    let cmd = OsStr::new(&o.restart_cmd);
+    for cert_dir in [None, Some(OsStr::new(""))] {
+        let mut vars = vec![("TLSHD_CONF", conf.as_os_str()), ("TLSHD_RESTART_CMD", cmd)];
+        if let Some(d) = cert_dir {
+            vars.push(("EIT_CERT_DIR", d));
+        }
+        let out = run_hook("tlshd-restart", &vars);
+        assert_eq!(code(&out), 2, "EIT_CERT_DIR={cert_dir:?}");
+        assert!(
+            stderr(&out).contains("EIT_CERT_DIR is not set"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    // Not a generation directory: the output directory cannot be derived from it.
+    let out = run_hook(
+        "tlshd-restart",
+        &[
+            ("EIT_CERT_DIR", o.dir.join("current").as_os_str()),
+            ("TLSHD_CONF", conf.as_os_str()),
+            ("TLSHD_RESTART_CMD", cmd),
+        ],
+    );
+    assert_eq!(code(&out), 2);
+    assert!(stderr(&out).contains("is not a generation directory"));
+    assert!(
+        !o.marker.exists(),
+        "restarted tlshd without knowing our files"
+    );
+}
+
+fn hook_scripts() -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("hooks"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension() != Some(OsStr::new("md")))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn hooks_are_executable_posix_sh_with_a_header() {
+    let scripts = hook_scripts();
+    let names: Vec<_> = scripts.iter().map(|p| p.file_name().unwrap()).collect();
+    assert_eq!(names, ["nfs-remount", "stunnel-reload", "tlshd-restart"]);
+    for p in &scripts {
+        let text = fs::read_to_string(p).unwrap();
+        let mode = fs::metadata(p).unwrap().permissions().mode();
+        assert_eq!(mode & 0o111, 0o111, "{} is not executable", p.display());
+        assert!(text.starts_with("#!/bin/sh\n"), "{}", p.display());
+        assert!(text.contains("\nset -eu\n"), "{}: no set -eu", p.display());
+        for section in ["# Reads", "# Exit codes:"] {
+            assert!(
+                text.contains(section),
+                "{}: header lacks {section:?}",
+                p.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn hooks_pass_shellcheck() {
+    let found = Command::new("shellcheck")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        eprintln!("skipped: shellcheck is not on PATH (apt-get install shellcheck)");
+        return;
+    }
+    let out = Command::new("shellcheck")
+        .args(hook_scripts())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "shellcheck:\n{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// stunnel-reload against a real stunnel running examples/stunnel.conf
+// ---------------------------------------------------------------------------------------------
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+}
+
+/// Runs `openssl` in `dir` with `args` split on spaces.
+fn openssl(dir: &Path, args: &str) {
+    let out = Command::new("openssl")
+        .args(args.split(' '))
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "openssl {args}: {}", stderr(&out));
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Connects to stunnel's local port, asks the `openssl s_server -www` behind it for its status
+/// page and returns it (the page shows the client certificate the server received).
+fn through_stunnel(port: u16) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = s.write_all(b"GET / HTTP/1.0\r\n\r\n");
+    let mut page = Vec::new();
+    let _ = s.read_to_end(&mut page);
+    String::from_utf8_lossy(&page).into_owned()
+}
+
+/// Kills a daemonised stunnel (by its pid file) and an s_server child when the test ends.
+struct Daemons {
+    pid_file: PathBuf,
+    server: Option<Child>,
+}
+
+impl Drop for Daemons {
+    fn drop(&mut self) {
+        if let Ok(pid) = read(&self.pid_file).trim().parse::<i32>() {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+        }
+        if let Some(s) = &mut self.server {
+            let _ = s.kill();
+            let _ = s.wait();
+        }
+    }
+}
+
+#[test]
+fn stunnel_reload_makes_a_real_stunnel_present_the_new_certificate() {
+    let Some(stunnel) = ["stunnel4", "stunnel"].into_iter().find(|p| on_path(p)) else {
+        eprintln!("skipped: no stunnel4 or stunnel on PATH (apt-get install stunnel4)");
+        return;
+    };
+    if !on_path("openssl") {
+        eprintln!("skipped: no openssl on PATH");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let host = "mount-target.example.internal";
+
+    // A CA that signs the "mount target" and two generations of client certificates, laid out
+    // as eit-certd installs them.
+    let rsa = "-newkey rsa:2048 -nodes";
+    let sign = "-CA ca.pem -CAkey ca.key -CAcreateserial -days 1";
+    openssl(
+        t,
+        &format!("req -x509 {rsa} -keyout ca.key -out ca.pem -subj /CN=test-CA -days 1"),
+    );
+    openssl(
+        t,
+        &format!("req {rsa} -keyout server.key -out server.csr -subj /CN={host}"),
+    );
+    fs::write(t.join("san.ext"), format!("subjectAltName=DNS:{host}\n")).unwrap();
+    openssl(
+        t,
+        &format!("x509 -req -in server.csr {sign} -out server.pem -extfile san.ext"),
+    );
+    let out_dir = t.join("out");
+    for g in ["gen1", "gen2"] {
+        fs::create_dir_all(out_dir.join("generations").join(g)).unwrap();
+        let dir = format!("out/generations/{g}");
+        openssl(
+            t,
+            &format!("req {rsa} -keyout {dir}/key.pem -out {g}.csr -subj /CN=instance-{g}"),
+        );
+        openssl(
+            t,
+            &format!("x509 -req -in {g}.csr {sign} -out {dir}/fullchain.pem"),
+        );
+    }
+    symlink("generations/gen1", out_dir.join("current")).unwrap();
+
+    // The "mount target": requires a client certificate and shows it on its status page.
+    let (local, remote) = (free_port(), free_port());
+    let server = Command::new("openssl")
+        .args([
+            "s_server", "-quiet", "-www", "-Verify", "2", "-CAfile", "ca.pem",
+        ])
+        .args(["-cert", "server.pem", "-key", "server.key"])
+        .args(["-accept", &format!("127.0.0.1:{remote}")])
+        .current_dir(t)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid_file = t.join("stunnel.pid");
+    let _daemons = Daemons {
+        pid_file: pid_file.clone(),
+        server: Some(server),
+    };
+    wait_until("s_server to listen", || {
+        std::net::TcpStream::connect(("127.0.0.1", remote)).is_ok()
+    });
+
+    // examples/stunnel.conf, pointed at this test's files and ports; its verification settings
+    // (CAfile, verifyChain, checkHost, sslVersionMin) are kept as they are.
+    let example =
+        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/stunnel.conf"))
+            .unwrap();
+    let mut conf = format!(
+        "output = {}\nforeground = no\n",
+        t.join("stunnel.log").display()
+    );
+    for line in example.lines() {
+        let key = line.split('=').next().unwrap_or("").trim();
+        let value = match key {
+            "pid" => pid_file.display().to_string(),
+            "accept" => format!("127.0.0.1:{local}"),
+            "connect" => format!("127.0.0.1:{remote}"),
+            "CAfile" => t.join("ca.pem").display().to_string(),
+            "cert" | "key" => line
+                .split_once('=')
+                .unwrap()
+                .1
+                .trim()
+                .replace("/var/lib/eit-certd", out_dir.to_str().unwrap()),
+            // The test may not run as root.
+            "setuid" | "setgid" => continue,
+            _ => {
+                conf.push_str(line);
+                conf.push('\n');
+                continue;
+            }
+        };
+        conf.push_str(&format!("{key} = {value}\n"));
+    }
+    assert!(conf.contains(&format!("checkHost = {host}")), "{conf}");
+    fs::write(t.join("stunnel.conf"), &conf).unwrap();
+    let started = Command::new(stunnel)
+        .arg(t.join("stunnel.conf"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(started.status.success(), "{stunnel}: {}", stderr(&started));
+    wait_until("stunnel to write its pid file", || {
+        !read(&pid_file).trim().is_empty()
+    });
+
+    let mut page = String::new();
+    wait_until("a connection through stunnel", || {
+        page = through_stunnel(local);
+        page.contains("CN=instance-gen")
+    });
+    assert!(page.contains("Subject: CN=instance-gen1"), "{page}");
+
+    // eit-certd installs the next generation: current moves, stunnel does not notice yet.
+    symlink("generations/gen2", out_dir.join("current.new")).unwrap();
+    fs::rename(out_dir.join("current.new"), out_dir.join("current")).unwrap();
+    assert!(through_stunnel(local).contains("Subject: CN=instance-gen1"));
+
+    // Default checks: the pid file must name a live process whose comm is stunnel.
+    let glob = format!("{}/*.pid", t.display());
+    let out = run_hook("stunnel-reload", &[("STUNNEL_PID_GLOB", glob.as_str())]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    wait_until("stunnel to present the new certificate", || {
+        page = through_stunnel(local);
+        page.contains("Subject: CN=instance-gen2")
+    });
+}
