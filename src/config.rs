@@ -629,7 +629,7 @@ mod tests {
             r#"
 [metadata]
 endpoint = "https://api.metadata.cloud.ibm.com/"
-version = "2025-08-26"
+version = "2025-04-22"
 api = "instance_identity"
 ca_file = "/etc/eit-certd/metadata-ca.pem"
 timeout = "10s"

@@ -229,12 +229,27 @@ impl Daemon {
         loop {
             let now = OffsetDateTime::now_utc();
             if now >= self.next_attempt {
+                // An attempt can take a while (key generation, timeouts, hooks): keep the
+                // watchdog fed meanwhile, and stay responsive to a stop.
+                let notifier = self.notifier.clone();
+                let feed_watchdog = async move {
+                    match watchdog {
+                        Some(every) => loop {
+                            tokio::time::sleep(every).await;
+                            notifier.watchdog();
+                        },
+                        None => std::future::pending().await,
+                    }
+                };
+                let attempt = self.attempt();
                 tokio::select! {
-                    () = self.attempt() => {}
+                    () = attempt => {}
+                    () = feed_watchdog => {}
                     _ = term.recv() => break,
                     _ = int.recv() => break,
                     () = &mut shutdown => break,
                 }
+                next_watchdog = watchdog.map(|w| Instant::now() + w);
                 continue;
             }
             if self.hook_retry_at.is_some_and(|at| now >= at) {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use sd_notify::NotifyState;
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Notifier {
     enabled: bool,
     watchdog: Option<Duration>,
