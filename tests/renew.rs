@@ -184,3 +184,22 @@ fn status_without_a_certificate_exits_3() {
         stdout(&o)
     );
 }
+
+#[test]
+fn output_group_makes_the_key_readable_by_that_group_only() {
+    use std::os::unix::fs::MetadataExt;
+    let emulator = Emulator::start(&[]);
+    let setup = Setup::new(&emulator, 2048, "", "");
+    let text = std::fs::read_to_string(&setup.config)
+        .unwrap()
+        .replace("[output]\n", "[output]\ngroup = \"daemon\"\n");
+    std::fs::write(&setup.config, text).unwrap();
+    assert_exit(&setup.run(&["renew"]), 0);
+    let gid = nix::unistd::Group::from_name("daemon").unwrap().unwrap().gid.as_raw();
+    for name in ["key.pem", "combined.pem"] {
+        let meta = std::fs::metadata(setup.current().join(name)).unwrap();
+        assert_eq!(meta.mode() & 0o777, 0o640, "{name}");
+        assert_eq!(meta.gid(), gid, "{name}");
+    }
+    assert_eq!(mode(&setup.current().join("cert.pem")), 0o644);
+}
