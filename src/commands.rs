@@ -146,6 +146,9 @@ async fn renew(config_path: &Path, args: &RenewArgs) -> Outcome {
     let config = load_config(config_path)?;
     let store = open_store(&config)?;
     let _lock = DirLock::acquire(store.dir()).map_err(failed)?;
+    for note in store.repair_modes() {
+        tracing::warn!("{note}");
+    }
     let policy = Policy::from(&config.certificate);
     let now = OffsetDateTime::now_utc();
     if !args.force {

@@ -113,6 +113,9 @@ impl Daemon {
             config.output.group.as_deref(),
         )?;
         let lock = DirLock::acquire(store.dir())?;
+        for note in store.repair_modes() {
+            tracing::warn!("{note}");
+        }
         let removed = store.clean_litter()?;
         if removed > 0 {
             tracing::info!(removed, "removed leftovers of an interrupted install");

@@ -335,6 +335,46 @@ impl Store {
         fsync_dir(&self.dir)
     }
 
+    /// Puts the key files of the current set back to their mode (0600, or 0640 with a group)
+    /// if someone loosened it, and reports what it changed and what it could not (an owner
+    /// other than us is reported, not changed: that is for the administrator to decide).
+    pub fn repair_modes(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        let Ok(Some(generation)) = self.current_generation() else {
+            return notes;
+        };
+        let want = self.key_mode();
+        let me = nix::unistd::geteuid().as_raw();
+        for name in [KEY_FILE, COMBINED_FILE] {
+            let path = generation.file(name);
+            let Ok(meta) = fs::symlink_metadata(&path) else {
+                continue;
+            };
+            let mode = meta.permissions().mode() & 0o7777;
+            if mode != want {
+                match fs::set_permissions(&path, fs::Permissions::from_mode(want)) {
+                    Ok(()) => notes.push(format!(
+                        "{} had mode {mode:o}; set it back to {want:o}",
+                        path.display()
+                    )),
+                    Err(e) => notes.push(format!(
+                        "{} has mode {mode:o} and cannot be set to {want:o}: {e}",
+                        path.display()
+                    )),
+                }
+            }
+            use std::os::unix::fs::MetadataExt;
+            if meta.uid() != me {
+                notes.push(format!(
+                    "{} is owned by uid {}, not by eit-certd (uid {me}); check who wrote it",
+                    path.display(),
+                    meta.uid()
+                ));
+            }
+        }
+        notes
+    }
+
     /// Removes what an interrupted attempt left behind. Only the lock holder may call this.
     pub fn clean_litter(&self) -> Result<usize, StoreError> {
         let mut removed = 0;
@@ -633,6 +673,32 @@ mod tests {
         fs::remove_file(tmp.path().join(CURRENT)).unwrap();
         std::os::unix::fs::symlink("generations/../../etc", tmp.path().join(CURRENT)).unwrap();
         assert!(store.read_current().is_err());
+    }
+
+    #[test]
+    fn loosened_key_modes_are_repaired_and_reported() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::new(tmp.path(), 3, None).unwrap();
+        let (k, v) = verified_set();
+        let g = store.install(&k, &v).unwrap();
+        assert!(store.repair_modes().is_empty());
+        fs::set_permissions(g.file(KEY_FILE), fs::Permissions::from_mode(0o644)).unwrap();
+        let notes = store.repair_modes();
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(notes[0].contains("had mode 644"), "{notes:?}");
+        assert_eq!(mode(&g.file(KEY_FILE)), 0o600);
+    }
+
+    #[test]
+    fn sequence_numbers_order_generations_whatever_the_clock_says() {
+        let ids = [
+            "000009-20300101T000000Z-AA",
+            "000010-19990101T000000Z-BB",
+            "junk",
+        ]
+        .map(String::from);
+        assert_eq!(next_sequence(&ids), 11);
+        assert_eq!(next_sequence(&[]), 1);
     }
 
     #[test]

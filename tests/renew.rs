@@ -195,7 +195,11 @@ fn output_group_makes_the_key_readable_by_that_group_only() {
         .replace("[output]\n", "[output]\ngroup = \"daemon\"\n");
     std::fs::write(&setup.config, text).unwrap();
     assert_exit(&setup.run(&["renew"]), 0);
-    let gid = nix::unistd::Group::from_name("daemon").unwrap().unwrap().gid.as_raw();
+    let gid = nix::unistd::Group::from_name("daemon")
+        .unwrap()
+        .unwrap()
+        .gid
+        .as_raw();
     for name in ["key.pem", "combined.pem"] {
         let meta = std::fs::metadata(setup.current().join(name)).unwrap();
         assert_eq!(meta.mode() & 0o777, 0o640, "{name}");
