@@ -17,12 +17,15 @@ mod csr;
 mod faults;
 mod ids;
 mod journal;
+mod misbehave;
 mod routes;
 mod server;
 mod state;
 mod tls;
 mod tokens;
 
+#[cfg(test)]
+mod fault_tests;
 #[cfg(test)]
 mod tests;
 
@@ -37,7 +40,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use csr::CsrView;
-pub use faults::{Fault, UnknownFault};
+pub use faults::{Fault, Scope, UnknownFault};
 pub use journal::RequestRecord;
 
 use ca::Authority;
