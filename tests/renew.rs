@@ -111,7 +111,10 @@ fn https_without_the_ca_file_is_refused_and_writes_nothing() {
     let o = setup.run(&["renew"]);
     assert_exit(&o, 1);
     let err = stderr(&o);
-    assert!(err.contains("could not verify the server") && err.contains("metadata.ca_file"), "{err}");
+    assert!(
+        err.contains("could not verify the server") && err.contains("metadata.ca_file"),
+        "{err}"
+    );
     assert!(setup.generations().is_empty());
     assert!(!setup.current().exists());
 }
