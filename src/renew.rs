@@ -23,12 +23,26 @@ pub enum RenewError {
     Csr(#[from] CsrError),
     #[error(transparent)]
     Service(#[from] ClientError),
+    // These two put the cause into their own sentence, so it must not also be their
+    // `source()`: `{:#}` (how errors reach stderr) would print it a second time.
     #[error("refused the certificate the service returned: {0}. Nothing was installed; the current set stays in place")]
-    Rejected(#[from] Rejection),
+    Rejected(Rejection),
     #[error("{0}. The current set stays in place")]
-    Store(#[from] StoreError),
+    Store(StoreError),
     #[error("cannot use certificate.trust_anchor {}: {reason}", path.display())]
     Anchor { path: PathBuf, reason: String },
+}
+
+impl From<Rejection> for RenewError {
+    fn from(e: Rejection) -> Self {
+        RenewError::Rejected(e)
+    }
+}
+
+impl From<StoreError> for RenewError {
+    fn from(e: StoreError) -> Self {
+        RenewError::Store(e)
+    }
 }
 
 impl RenewError {
@@ -142,5 +156,35 @@ impl Renewer {
             claimed_expires_at: issued.response.expires_at,
             token_refreshed: issued.token_refreshed,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rejection_is_told_once() {
+        let e = RenewError::from(Rejection::KeyMismatch);
+        let shown = format!("{:#}", anyhow::Error::from(e));
+        assert_eq!(shown.matches("different public key").count(), 1, "{shown}");
+        assert!(shown.starts_with("refused the certificate the service returned: "));
+        assert!(shown.ends_with("Nothing was installed; the current set stays in place"));
+    }
+
+    #[test]
+    fn a_store_error_is_told_once() {
+        let e = RenewError::from(StoreError::Io {
+            action: "write",
+            path: PathBuf::from("/x/cert.pem"),
+            source: std::io::Error::other("disk full"),
+        });
+        let shown = format!("{:#}", anyhow::Error::from(e));
+        assert_eq!(shown.matches("/x/cert.pem").count(), 1, "{shown}");
+        assert_eq!(shown.matches("disk full").count(), 1, "{shown}");
+        assert!(
+            shown.ends_with(". The current set stays in place"),
+            "{shown}"
+        );
     }
 }
