@@ -166,6 +166,7 @@ pub async fn start(opts: Options) -> Result<Running, EmulatorError> {
         connectable(local_addr)
     );
     let root_pem = authority.root_pem().to_string();
+    let (stop, stop_rx) = watch::channel(false);
     let shared = Arc::new(Shared {
         instance_id: opts.instance_id,
         max_lifetime: opts.max_lifetime,
@@ -173,10 +174,10 @@ pub async fn start(opts: Options) -> Result<Running, EmulatorError> {
         tokens: Mutex::new(TokenStore::default()),
         journal: Journal::default(),
         faults: FaultSwitch::new(opts.fault),
+        stop: stop_rx.clone(),
     });
 
     let app = server::app(shared.clone());
-    let (stop, stop_rx) = watch::channel(false);
     let server = match acceptor {
         Some(acceptor) => tokio::spawn(tls::serve_https(listener, app, acceptor, stop_rx)),
         None => tokio::spawn(server::serve_http(listener, app, stop_rx)),
@@ -214,7 +215,9 @@ impl Running {
     }
 
     /// Switches the fault mode: `count` `None` until changed, `Some(n)` for the next `n`
-    /// API calls, after which the emulator behaves normally again.
+    /// API calls the mode applies to (every call for status and transport modes, only
+    /// certificate calls for the others; see [`Fault::scope`]), after which the emulator
+    /// behaves normally again.
     pub fn set_fault(&self, fault: Fault, count: Option<u32>) {
         self.shared.faults.set(fault, count);
     }

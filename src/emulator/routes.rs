@@ -22,6 +22,7 @@ use super::csr::{CsrRejection, CsrView, ParsedCsr};
 use super::faults::{ApiCall, Fault, SLOW_DELAY};
 use super::journal::RequestRecord;
 use super::misbehave;
+use super::server;
 use super::state::Shared;
 use super::tokens::{
     self, TokenProblem, DEFAULT_TOKEN_SECONDS, MAX_TOKEN_SECONDS, MIN_TOKEN_SECONDS,
@@ -91,9 +92,14 @@ async fn fault_gate(State(shared): State<Arc<Shared>>, mut req: Request, next: N
         return answer;
     }
     match fault {
-        // A sleeping task holds no thread: other requests are served meanwhile.
+        // A sleeping task holds no thread: other requests are served meanwhile. A stop
+        // ends the wait, or a graceful shutdown would wait for it.
         Fault::Slow => {
-            tokio::time::sleep(SLOW_DELAY).await;
+            let mut stop = shared.stop.clone();
+            tokio::select! {
+                () = tokio::time::sleep(SLOW_DELAY) => {}
+                () = server::stop_requested(&mut stop) => {}
+            }
             next.run(req).await
         }
         Fault::Reset => misbehave::cut_off(next.run(req).await).await,
