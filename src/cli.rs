@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::DEFAULT_PATH;
-use crate::emulator::Fault;
+use crate::emulator::{Fault, Scope};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -178,8 +178,8 @@ pub struct EmulatorArgs {
     /// signed by the emulator's root.
     #[arg(long)]
     pub tls: bool,
-    /// Misbehave on purpose (see the list of modes below).
-    #[arg(long, default_value = "ok", value_parser = parse_fault)]
+    /// Misbehave on purpose, to test clients (--help lists the modes).
+    #[arg(long, default_value = "ok", value_parser = parse_fault, long_help = fault_help())]
     pub fault: Fault,
     /// Cap issued certificate lifetimes (reported honestly in expires_in), e.g. "20s".
     #[arg(long, value_parser = parse_duration)]
@@ -187,6 +187,28 @@ pub struct EmulatorArgs {
     /// Instance ID written into issued certificates' CN.
     #[arg(long, default_value = crate::emulator::DEFAULT_INSTANCE_ID)]
     pub instance_id: String,
+}
+
+/// `--fault`'s long help: every mode with its description, and which calls it applies to.
+fn fault_help() -> String {
+    let width = Fault::ALL.iter().map(|f| f.name().len()).max().unwrap_or(0);
+    let mut help = String::from(
+        "Misbehave on purpose, to test clients. Modes that change status or transport apply \
+         to every API call (token calls included) and each call uses up one from a count; the \
+         others change only POST .../certificates, and only that call uses up a count. Switch \
+         at run time with PUT /emulator/v1/fault {\"mode\": \"MODE\", \"count\": N} from loopback.\n",
+    );
+    for (heading, scope) in [
+        ("Every API call:", Scope::EveryCall),
+        ("Certificate calls only:", Scope::CertificateCall),
+    ] {
+        help.push_str(&format!("\n{heading}\n"));
+        for f in Fault::ALL.iter().filter(|f| f.scope() == scope) {
+            help.push_str(&format!("  {:width$}  {}\n", f.name(), f.description()));
+        }
+    }
+    help.truncate(help.trim_end().len());
+    help
 }
 
 fn parse_fault(s: &str) -> Result<Fault, String> {

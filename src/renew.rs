@@ -25,12 +25,26 @@ pub enum RenewError {
     Csr(#[from] CsrError),
     #[error(transparent)]
     Service(#[from] ClientError),
+    // These two put the cause into their own sentence, so it must not also be their
+    // `source()`: `{:#}` (how errors reach stderr) would print it a second time.
     #[error("refused the certificate the service returned: {0}. Nothing was installed; the current set stays in place")]
-    Rejected(#[from] Rejection),
+    Rejected(Rejection),
     #[error("{0}. The current set stays in place")]
-    Store(#[from] StoreError),
+    Store(StoreError),
     #[error("cannot use certificate.trust_anchor {}: {reason}", path.display())]
     Anchor { path: PathBuf, reason: String },
+}
+
+impl From<Rejection> for RenewError {
+    fn from(e: Rejection) -> Self {
+        RenewError::Rejected(e)
+    }
+}
+
+impl From<StoreError> for RenewError {
+    fn from(e: StoreError) -> Self {
+        RenewError::Store(e)
+    }
 }
 
 impl RenewError {
@@ -175,6 +189,11 @@ impl Renewer {
             OffsetDateTime::now_utc(),
             validate::DEFAULT_SKEW,
         )?;
+        if let Some(warning) =
+            expiry_claim_mismatch(&issued.response.expires_at, verified.leaf.not_after)
+        {
+            tracing::warn!("{warning}");
+        }
         // A corrupt set is what a renewal repairs, so it is no reason to stop here.
         let previous = self.store.read_current().ok().flatten().map(|c| c.leaf);
         let store = self.store.clone();
@@ -272,4 +291,83 @@ fn installed_key(store: &Store) -> Option<PrivateKey> {
     }
     let pem = zeroize::Zeroizing::new(std::fs::read(set.dir.join(crate::store::KEY_FILE)).ok()?);
     PrivateKey::from_pem(&pem).ok()
+}
+
+/// How far the service's `expires_at` may stray from the certificate's notAfter before it is
+/// worth a warning (the service writes whole seconds, as certificates do).
+const EXPIRY_CLAIM_TOLERANCE: time::Duration = time::Duration::seconds(60);
+
+/// The certificate's own notAfter rules; the JSON `expires_at` is only logged. When the two
+/// disagree, the warning says which one eit-certd goes by, so that someone reading the
+/// service's JSON is not misled about when the certificate expires or is renewed.
+fn expiry_claim_mismatch(claimed: &str, not_after: OffsetDateTime) -> Option<String> {
+    let actual = validate::rfc3339(not_after);
+    let Ok(claimed_at) =
+        OffsetDateTime::parse(claimed, &time::format_description::well_known::Rfc3339)
+    else {
+        tracing::debug!(
+            expires_at = claimed,
+            "the service's expires_at is not RFC 3339"
+        );
+        return None;
+    };
+    tracing::debug!(expires_at = claimed, not_after = %actual, "the service's expires_at");
+    ((claimed_at - not_after).abs() > EXPIRY_CLAIM_TOLERANCE).then(|| {
+        format!(
+            "the service claims the certificate expires at {claimed}, but its notAfter is \
+             {actual}; going by the certificate (renewal is scheduled from notAfter)"
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn a_rejection_is_told_once() {
+        let e = RenewError::from(Rejection::KeyMismatch);
+        let shown = format!("{:#}", anyhow::Error::from(e));
+        assert_eq!(shown.matches("different public key").count(), 1, "{shown}");
+        assert!(shown.starts_with("refused the certificate the service returned: "));
+        assert!(shown.ends_with("Nothing was installed; the current set stays in place"));
+    }
+
+    #[test]
+    fn a_store_error_is_told_once() {
+        let e = RenewError::from(StoreError::Io {
+            action: "write",
+            path: PathBuf::from("/x/cert.pem"),
+            source: std::io::Error::other("disk full"),
+        });
+        let shown = format!("{:#}", anyhow::Error::from(e));
+        assert_eq!(shown.matches("/x/cert.pem").count(), 1, "{shown}");
+        assert_eq!(shown.matches("disk full").count(), 1, "{shown}");
+        assert!(
+            shown.ends_with(". The current set stays in place"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn expiry_claims_that_disagree_with_not_after_are_flagged() {
+        let not_after = datetime!(2025-06-10 12:08:39 UTC);
+        assert_eq!(
+            expiry_claim_mismatch("2025-06-10T12:08:39Z", not_after),
+            None
+        );
+        assert_eq!(
+            expiry_claim_mismatch("2025-06-10T12:09:30Z", not_after),
+            None
+        );
+        assert_eq!(expiry_claim_mismatch("not a date", not_after), None);
+        let w = expiry_claim_mismatch("2025-06-10T12:53:39Z", not_after).unwrap();
+        assert!(
+            w.contains("expires at 2025-06-10T12:53:39Z")
+                && w.contains("its notAfter is 2025-06-10T12:08:39Z"),
+            "{w}"
+        );
+        assert!(expiry_claim_mismatch("2025-06-10T11:00:00Z", not_after).is_some());
+    }
 }

@@ -1,6 +1,8 @@
 //! The emulator's certificate authority: a root and an intermediate generated at start,
 //! issuing instance identity leaves from CSRs and the HTTPS server certificate.
 
+use std::sync::OnceLock;
+
 use openssl::asn1::{Asn1Integer, Asn1Time};
 use openssl::bn::BigNum;
 use openssl::error::ErrorStack;
@@ -46,6 +48,18 @@ pub(crate) struct Authority {
     intermediate: KeyedCert,
     root_pem: String,
     intermediate_pem: String,
+    /// A key that belongs to no certificate in the chain, made on first use: the fault modes
+    /// sign with it (`bad-signature`) or certify it (`wrong-key`).
+    stranger: OnceLock<PKey<Private>>,
+}
+
+/// Who signs a leaf.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Signer {
+    /// The intermediate, as the service does.
+    Intermediate,
+    /// The stranger key, while the leaf still names the intermediate as its issuer.
+    Stranger,
 }
 
 /// A freshly signed leaf, with the validity it was given.
@@ -67,7 +81,18 @@ impl Authority {
             intermediate_pem: pem(&intermediate.cert)?,
             root,
             intermediate,
+            stranger: OnceLock::new(),
         })
+    }
+
+    /// The stranger key (see the field), generated on first use. Slow the first time.
+    pub fn stranger(&self) -> Result<&PKey<Private>, ErrorStack> {
+        if let Some(key) = self.stranger.get() {
+            return Ok(key);
+        }
+        let key = new_key()?;
+        // Two racing first uses both generate; one key wins and both use it.
+        Ok(self.stranger.get_or_init(|| key))
     }
 
     pub fn root_pem(&self) -> &str {
@@ -80,14 +105,20 @@ impl Authority {
 
     /// Signs an instance identity certificate for `public_key`: the requested subject plus
     /// CN = `instance_id`, valid from `not_before` for `lifetime`, client authentication only.
+    /// The leaf names the intermediate as its issuer whoever `signer` is.
     pub fn issue_leaf(
         &self,
+        signer: Signer,
         subject: &X509NameRef,
         public_key: &PKeyRef<Public>,
         instance_id: &str,
         not_before: OffsetDateTime,
         lifetime: time::Duration,
     ) -> Result<IssuedLeaf, ErrorStack> {
+        let signing_key = match signer {
+            Signer::Intermediate => &self.intermediate.key,
+            Signer::Stranger => self.stranger()?,
+        };
         let mut name = X509NameBuilder::new()?;
         for entry in subject.entries() {
             name.append_entry(entry)?;
@@ -108,7 +139,7 @@ impl Authority {
         )?;
         b.append_extension(ExtendedKeyUsage::new().client_auth().build()?)?;
         append_key_identifiers(&mut b, Some(&self.intermediate.cert))?;
-        b.sign(&self.intermediate.key, MessageDigest::sha256())?;
+        b.sign(signing_key, MessageDigest::sha256())?;
         let cert = b.build();
         Ok(IssuedLeaf {
             pem: pem(&cert)?,
@@ -300,6 +331,7 @@ mod tests {
         let start = time::macros::datetime!(2025-06-10 11:08:39 UTC);
         let leaf = ca
             .issue_leaf(
+                Signer::Intermediate,
                 csr.subject_name(),
                 &csr.public_key().unwrap(),
                 "0717_abc",
@@ -320,6 +352,23 @@ mod tests {
         );
         assert!(text.contains("TLS Web Client Authentication"), "{text}");
         assert!(text.contains("sha256WithRSAEncryption"), "{text}");
+        let forged = ca
+            .issue_leaf(
+                Signer::Stranger,
+                csr.subject_name(),
+                &csr.public_key().unwrap(),
+                "0717_abc",
+                start,
+                time::Duration::seconds(3600),
+            )
+            .unwrap();
+        let forged = X509::from_pem(forged.pem.as_bytes()).unwrap();
+        assert_eq!(
+            forged.issuer_name().to_der().unwrap(),
+            inter.subject_name().to_der().unwrap()
+        );
+        assert!(!forged.verify(&inter.public_key().unwrap()).unwrap());
+        assert!(forged.verify(ca.stranger().unwrap()).unwrap());
         assert!(
             text.contains(
                 "C=US, ST=Minnesota, L=Rochester, O=Internet Widgits Pty Ltd, CN=0717_abc"

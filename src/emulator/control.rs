@@ -52,7 +52,7 @@ async fn loopback_only(req: Request, next: Next) -> Response {
 #[serde(deny_unknown_fields)]
 struct FaultRequest {
     mode: String,
-    /// How many API calls the mode applies to; absent: until changed.
+    /// For how many of the calls the mode applies to (see `faults`); absent: until changed.
     #[serde(default)]
     count: Option<u32>,
 }
@@ -60,7 +60,8 @@ struct FaultRequest {
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct FaultStatus {
     pub mode: String,
-    /// API calls the mode still applies to; `null`: until changed.
+    /// Calls the mode still applies to (certificate modes: certificate calls only);
+    /// `null`: until changed.
     pub remaining: Option<u32>,
     pub modes: Vec<ModeInfo>,
 }

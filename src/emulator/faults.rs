@@ -1,8 +1,27 @@
 //! Fault injection: the [`Fault`] modes the emulator can misbehave in, and the switch that
 //! holds the current mode and how many API calls it still applies to.
 //!
-//! Adding a mode means adding a variant here (name, description, `ALL`) and giving it an
-//! effect in `routes::fault_gate`, the single place where API calls consult the switch.
+//! # Which calls a mode applies to, and what uses up its count
+//!
+//! Modes come in two kinds (see [`Fault::scope`]):
+//!
+//! - **Status and transport modes** (`status-503`, `status-429`, `html-500`, `slow`, `reset`)
+//!   hit *every* API call, token calls included, the way an overloaded or broken service
+//!   would. Each call served under such a mode uses up one from its count.
+//! - **Certificate modes** (`token-401` and everything listed after it) change only what
+//!   `POST {family}/certificates` answers. Every other call (token, IAM token, instance)
+//!   passes through untouched *and does not use up the count*, so `{"mode": "expired",
+//!   "count": 1}` spoils exactly the next certificate, however many tokens a client fetches
+//!   first.
+//!
+//! Control calls under `/emulator/v1/` never see a fault and never count.
+//!
+//! A count of `n` means "the next `n` calls this mode applies to"; after them the switch
+//! returns to `ok` by itself. No count means "until changed".
+//!
+//! Adding a mode means adding a variant here (name, description, scope, `ALL`) and giving it
+//! an effect: whole-answer modes act in `routes::fault_gate` (the single place API calls
+//! consult the switch), certificate modes in the certificate handler via `misbehave`.
 
 use std::fmt;
 use std::str::FromStr;
@@ -13,16 +32,111 @@ use std::sync::Mutex;
 pub enum Fault {
     /// Behave like the real service.
     Ok,
+    /// Every call: 503 with an IBM error body and `Retry-After: 2`.
+    Status503,
+    /// Every call: 429 with an IBM error body and `Retry-After: 1`.
+    Status429,
+    /// Every call: 500 with an HTML page, as a misconfigured proxy would send.
+    Html500,
+    /// Every call: the answer comes only after [`SLOW_DELAY`].
+    Slow,
+    /// Every call: the connection is closed halfway through the response body.
+    Reset,
+    /// Certificate calls: 401 `invalid_token`, as if the token had been revoked.
+    Token401,
+    /// Certificate calls: a leaf whose notAfter is in the past.
+    Expired,
+    /// Certificate calls: a leaf whose notBefore is an hour ahead.
+    NotYetValid,
+    /// Certificate calls: a leaf signed by a key outside the chain.
+    BadSignature,
+    /// Certificate calls: a leaf for another public key than the CSR's.
+    WrongKey,
+    /// Certificate calls: a leaf valid for a quarter of what the JSON claims.
+    ShortLived,
+    /// Certificate calls: only the leaf.
+    NoIntermediate,
+    /// Certificate calls: a non-PEM string appended to `certificates`.
+    ExtraGarbage,
+    /// Certificate calls: PEM armour around bytes that are not DER, as the intermediate.
+    GarbagePem,
+    /// Certificate calls: 201 with the JSON body cut in half.
+    Truncated,
+    /// Certificate calls: 201 with a body of about 300 MB, streamed.
+    Huge,
+    /// Certificate calls: intermediate first, then the leaf.
+    WrongOrder,
+    /// Certificate calls: the documented sample response, verbatim (its chain expired in 2022).
+    DocSample,
+}
+
+/// How long `slow` holds every answer back: longer than any sane client timeout.
+pub(crate) const SLOW_DELAY: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Which API calls a mode applies to (and so which calls use up its count).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Every API call, token calls included.
+    EveryCall,
+    /// `POST {family}/certificates` only.
+    CertificateCall,
+}
+
+/// The kind of API call being served, as far as faults care.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ApiCall {
+    /// `POST {family}/certificates`.
+    Certificate,
+    /// Anything else: token, IAM token, instance, unknown paths.
+    Other,
 }
 
 impl Fault {
     /// Every mode, in the order they are listed to users.
-    pub const ALL: &'static [Fault] = &[Fault::Ok];
+    pub const ALL: &'static [Fault] = &[
+        Fault::Ok,
+        Fault::Status503,
+        Fault::Status429,
+        Fault::Html500,
+        Fault::Slow,
+        Fault::Reset,
+        Fault::Token401,
+        Fault::Expired,
+        Fault::NotYetValid,
+        Fault::BadSignature,
+        Fault::WrongKey,
+        Fault::ShortLived,
+        Fault::NoIntermediate,
+        Fault::ExtraGarbage,
+        Fault::GarbagePem,
+        Fault::Truncated,
+        Fault::Huge,
+        Fault::WrongOrder,
+        Fault::DocSample,
+    ];
 
     /// The name used on the command line and in `PUT /emulator/v1/fault`.
     pub fn name(self) -> &'static str {
         match self {
             Fault::Ok => "ok",
+            Fault::Status503 => "status-503",
+            Fault::Status429 => "status-429",
+            Fault::Html500 => "html-500",
+            Fault::Slow => "slow",
+            Fault::Reset => "reset",
+            Fault::Token401 => "token-401",
+            Fault::Expired => "expired",
+            Fault::NotYetValid => "not-yet-valid",
+            Fault::BadSignature => "bad-signature",
+            Fault::WrongKey => "wrong-key",
+            Fault::ShortLived => "short-lived",
+            Fault::NoIntermediate => "no-intermediate",
+            Fault::ExtraGarbage => "extra-garbage",
+            Fault::GarbagePem => "garbage-pem",
+            Fault::Truncated => "truncated",
+            Fault::Huge => "huge",
+            Fault::WrongOrder => "wrong-order",
+            Fault::DocSample => "doc-sample",
         }
     }
 
@@ -30,6 +144,68 @@ impl Fault {
     pub fn description(self) -> &'static str {
         match self {
             Fault::Ok => "behave like the real metadata service",
+            Fault::Status503 => "every call answers 503 (IBM error body, Retry-After: 2)",
+            Fault::Status429 => "every call answers 429 rate limited (Retry-After: 1)",
+            Fault::Html500 => "every call answers 500 with an HTML page instead of JSON",
+            Fault::Slow => "every call answers only after 120 s, beyond any sane client timeout",
+            Fault::Reset => "every call's connection is closed halfway through the response body",
+            Fault::Token401 => {
+                "certificate calls answer 401 invalid_token, as if the token had been revoked"
+            }
+            Fault::Expired => "certificate calls return a leaf whose notAfter is in the past",
+            Fault::NotYetValid => "certificate calls return a leaf whose notBefore is 1 h ahead",
+            Fault::BadSignature => {
+                "certificate calls return a leaf signed by a key outside the chain"
+            }
+            Fault::WrongKey => {
+                "certificate calls return a leaf for another public key than the CSR's"
+            }
+            Fault::ShortLived => {
+                "certificate calls return a leaf valid for 1/4 of what expires_at/expires_in claim"
+            }
+            Fault::NoIntermediate => "certificate calls return only the leaf",
+            Fault::ExtraGarbage => "certificate calls append a non-PEM string to certificates",
+            Fault::GarbagePem => {
+                "certificate calls return PEM armour around non-DER bytes as the intermediate"
+            }
+            Fault::Truncated => "certificate calls answer 201 with the JSON body cut in half",
+            Fault::Huge => "certificate calls answer 201 with a ~300 MB body, streamed",
+            Fault::WrongOrder => "certificate calls return the intermediate first, then the leaf",
+            Fault::DocSample => {
+                "certificate calls return the documented sample response verbatim (expired)"
+            }
+        }
+    }
+
+    /// Which API calls this mode applies to; see the module documentation.
+    pub fn scope(self) -> Scope {
+        match self {
+            Fault::Ok
+            | Fault::Status503
+            | Fault::Status429
+            | Fault::Html500
+            | Fault::Slow
+            | Fault::Reset => Scope::EveryCall,
+            Fault::Token401
+            | Fault::Expired
+            | Fault::NotYetValid
+            | Fault::BadSignature
+            | Fault::WrongKey
+            | Fault::ShortLived
+            | Fault::NoIntermediate
+            | Fault::ExtraGarbage
+            | Fault::GarbagePem
+            | Fault::Truncated
+            | Fault::Huge
+            | Fault::WrongOrder
+            | Fault::DocSample => Scope::CertificateCall,
+        }
+    }
+
+    fn applies_to(self, call: ApiCall) -> bool {
+        match self.scope() {
+            Scope::EveryCall => true,
+            Scope::CertificateCall => call == ApiCall::Certificate,
         }
     }
 }
@@ -114,10 +290,15 @@ impl FaultSwitch {
         *self.lock()
     }
 
-    /// The fault that applies to the API call being served; counts it against a limited fault.
-    pub fn take(&self) -> Fault {
+    /// The fault that applies to `call`, counted against a limited fault. A mode that does
+    /// not apply to this kind of call (a certificate mode on a token call) leaves the call
+    /// alone: it gets [`Fault::Ok`] and the count is not touched.
+    pub fn take(&self, call: ApiCall) -> Fault {
         let mut state = self.lock();
         let mode = state.mode;
+        if !mode.applies_to(call) {
+            return Fault::Ok;
+        }
         if let Some(left) = state.remaining {
             if left <= 1 {
                 *state = FaultState {
@@ -152,28 +333,120 @@ mod tests {
         }
         assert_eq!(" OK ".parse::<Fault>(), Ok(Fault::Ok));
         let err = "explode".parse::<Fault>().unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "unknown fault mode \"explode\"; valid modes: ok"
+        assert_eq!(" Status-503 ".parse::<Fault>(), Ok(Fault::Status503));
+        let err = err.to_string();
+        assert!(
+            err.starts_with("unknown fault mode \"explode\"; valid modes: ok, status-503, "),
+            "{err}"
         );
+        assert!(err.ends_with(", wrong-order, doc-sample"), "{err}");
+    }
+
+    #[test]
+    fn every_mode_is_listed_once_with_a_unique_name() {
+        let mut names: Vec<&str> = Fault::ALL.iter().map(|f| f.name()).collect();
+        assert_eq!(names.len(), 19);
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), Fault::ALL.len());
+        for f in Fault::ALL {
+            assert!(!f.description().contains('\n'), "{f}: one line");
+            assert!(f.description().len() <= 90, "{f}: keep it short");
+        }
+        // Status and transport modes first, then certificate modes: the help text relies on it.
+        let first_certificate_mode = Fault::ALL
+            .iter()
+            .position(|f| f.scope() == Scope::CertificateCall)
+            .unwrap();
+        assert_eq!(Fault::ALL[first_certificate_mode], Fault::Token401);
+        assert!(Fault::ALL[first_certificate_mode..]
+            .iter()
+            .all(|f| f.scope() == Scope::CertificateCall));
     }
 
     #[test]
     fn counted_fault_reverts_to_ok() {
         let switch = FaultSwitch::new(Fault::Ok);
-        switch.set(Fault::Ok, Some(2));
+        switch.set(Fault::Status503, Some(2));
+        assert_eq!(
+            switch.peek(),
+            FaultState {
+                mode: Fault::Status503,
+                remaining: Some(2)
+            }
+        );
+        assert_eq!(switch.take(ApiCall::Other), Fault::Status503);
+        assert_eq!(switch.peek().remaining, Some(1));
+        assert_eq!(switch.take(ApiCall::Certificate), Fault::Status503);
         assert_eq!(
             switch.peek(),
             FaultState {
                 mode: Fault::Ok,
-                remaining: Some(2)
+                remaining: None
             }
         );
-        assert_eq!(switch.take(), Fault::Ok);
-        assert_eq!(switch.peek().remaining, Some(1));
-        assert_eq!(switch.take(), Fault::Ok);
+        assert_eq!(switch.take(ApiCall::Other), Fault::Ok);
+        switch.set(Fault::Status503, Some(0));
+        assert_eq!(switch.peek().mode, Fault::Ok, "a count of 0 is no fault");
+    }
+
+    #[test]
+    fn status_and_transport_modes_hit_and_count_every_call() {
+        for mode in [
+            Fault::Status503,
+            Fault::Status429,
+            Fault::Html500,
+            Fault::Slow,
+            Fault::Reset,
+        ] {
+            assert_eq!(mode.scope(), Scope::EveryCall);
+            let switch = FaultSwitch::new(Fault::Ok);
+            switch.set(mode, Some(3));
+            // token, certificate, token: three calls, three counts.
+            assert_eq!(switch.take(ApiCall::Other), mode);
+            assert_eq!(switch.take(ApiCall::Certificate), mode);
+            assert_eq!(switch.take(ApiCall::Other), mode);
+            assert_eq!(switch.take(ApiCall::Certificate), Fault::Ok);
+        }
+    }
+
+    #[test]
+    fn certificate_modes_skip_other_calls_without_counting_them() {
+        for &mode in Fault::ALL
+            .iter()
+            .filter(|f| f.scope() == Scope::CertificateCall)
+        {
+            let switch = FaultSwitch::new(Fault::Ok);
+            switch.set(mode, Some(2));
+            for _ in 0..5 {
+                assert_eq!(switch.take(ApiCall::Other), Fault::Ok, "{mode}");
+            }
+            assert_eq!(
+                switch.peek().remaining,
+                Some(2),
+                "{mode}: token calls are free"
+            );
+            assert_eq!(switch.take(ApiCall::Certificate), mode);
+            assert_eq!(switch.take(ApiCall::Other), Fault::Ok);
+            assert_eq!(switch.take(ApiCall::Certificate), mode);
+            assert_eq!(
+                switch.take(ApiCall::Certificate),
+                Fault::Ok,
+                "{mode}: used up"
+            );
+            assert_eq!(switch.peek().mode, Fault::Ok);
+        }
+    }
+
+    #[test]
+    fn uncounted_fault_stays_until_changed() {
+        let switch = FaultSwitch::new(Fault::Expired);
+        for _ in 0..10 {
+            assert_eq!(switch.take(ApiCall::Other), Fault::Ok);
+            assert_eq!(switch.take(ApiCall::Certificate), Fault::Expired);
+        }
         assert_eq!(switch.peek().remaining, None);
-        switch.set(Fault::Ok, Some(0));
-        assert_eq!(switch.peek().remaining, None);
+        switch.set(Fault::Ok, None);
+        assert_eq!(switch.take(ApiCall::Certificate), Fault::Ok);
     }
 }

@@ -17,12 +17,15 @@ mod csr;
 mod faults;
 mod ids;
 mod journal;
+mod misbehave;
 mod routes;
 mod server;
 mod state;
 mod tls;
 mod tokens;
 
+#[cfg(test)]
+mod fault_tests;
 #[cfg(test)]
 mod tests;
 
@@ -37,7 +40,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use csr::CsrView;
-pub use faults::{Fault, UnknownFault};
+pub use faults::{Fault, Scope, UnknownFault};
 pub use journal::RequestRecord;
 
 use ca::Authority;
@@ -163,6 +166,7 @@ pub async fn start(opts: Options) -> Result<Running, EmulatorError> {
         connectable(local_addr)
     );
     let root_pem = authority.root_pem().to_string();
+    let (stop, stop_rx) = watch::channel(false);
     let shared = Arc::new(Shared {
         instance_id: opts.instance_id,
         max_lifetime: opts.max_lifetime,
@@ -170,10 +174,10 @@ pub async fn start(opts: Options) -> Result<Running, EmulatorError> {
         tokens: Mutex::new(TokenStore::default()),
         journal: Journal::default(),
         faults: FaultSwitch::new(opts.fault),
+        stop: stop_rx.clone(),
     });
 
     let app = server::app(shared.clone());
-    let (stop, stop_rx) = watch::channel(false);
     let server = match acceptor {
         Some(acceptor) => tokio::spawn(tls::serve_https(listener, app, acceptor, stop_rx)),
         None => tokio::spawn(server::serve_http(listener, app, stop_rx)),
@@ -211,7 +215,9 @@ impl Running {
     }
 
     /// Switches the fault mode: `count` `None` until changed, `Some(n)` for the next `n`
-    /// API calls, after which the emulator behaves normally again.
+    /// API calls the mode applies to (every call for status and transport modes, only
+    /// certificate calls for the others; see [`Fault::scope`]), after which the emulator
+    /// behaves normally again.
     pub fn set_fault(&self, fault: Fault, count: Option<u32>) {
         self.shared.faults.set(fault, count);
     }

@@ -11,14 +11,18 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
+use axum::Extension;
 use axum::{Json, Router};
+use openssl::pkey::PKey;
 use serde_json::json;
 
 use super::api_error::ApiError;
 use super::body::parse_json;
 use super::csr::{CsrRejection, CsrView, ParsedCsr};
-use super::faults::Fault;
+use super::faults::{ApiCall, Fault, SLOW_DELAY};
 use super::journal::RequestRecord;
+use super::misbehave;
+use super::server;
 use super::state::Shared;
 use super::tokens::{
     self, TokenProblem, DEFAULT_TOKEN_SECONDS, MAX_TOKEN_SECONDS, MIN_TOKEN_SECONDS,
@@ -73,15 +77,49 @@ async fn record(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> 
     response
 }
 
-/// The one place API calls consult (and use up) the current fault. Modes that change
-/// the whole answer act here; the mode is also left in the request extensions for modes
-/// that must act inside a handler (e.g. on the certificate it signs).
+/// The one place API calls consult (and use up) the current fault; see `faults` for which
+/// calls each mode applies to. Modes that replace the whole answer act here; the mode is also
+/// left in the request extensions for the certificate handler, which spoils what it signs.
 async fn fault_gate(State(shared): State<Arc<Shared>>, mut req: Request, next: Next) -> Response {
-    let fault = shared.faults.take();
+    let call = if is_certificate_call(req.method(), req.uri().path()) {
+        ApiCall::Certificate
+    } else {
+        ApiCall::Other
+    };
+    let fault = shared.faults.take(call);
     req.extensions_mut().insert(fault);
-    match fault {
-        Fault::Ok => next.run(req).await,
+    if let Some(answer) = misbehave::status_answer(fault) {
+        return answer;
     }
+    match fault {
+        // A sleeping task holds no thread: other requests are served meanwhile. A stop
+        // ends the wait, or a graceful shutdown would wait for it.
+        Fault::Slow => {
+            let mut stop = shared.stop.clone();
+            tokio::select! {
+                () = tokio::time::sleep(SLOW_DELAY) => {}
+                () = server::stop_requested(&mut stop) => {}
+            }
+            next.run(req).await
+        }
+        Fault::Reset => misbehave::cut_off(next.run(req).await).await,
+        Fault::Token401 => {
+            // As if revoked: the token stops working for every later call too.
+            if let Some(token) = bearer_token(req.headers()) {
+                shared.tokens().revoke(token);
+            }
+            misbehave::revoked_token()
+        }
+        _ => next.run(req).await,
+    }
+}
+
+/// `POST {family}/certificates`, in either family.
+fn is_certificate_call(method: &Method, path: &str) -> bool {
+    method == Method::POST
+        && [ApiFamily::Identity, ApiFamily::InstanceIdentity]
+            .iter()
+            .any(|family| path.strip_prefix(family.prefix()) == Some("/certificates"))
 }
 
 async fn require_version(req: Request, next: Next) -> Response {
@@ -140,22 +178,26 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
     )
 }
 
-/// Checks `Authorization: Bearer <token>` against the issued tokens.
-fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<(), ApiError> {
-    let token = headers
+/// The token of an `Authorization: Bearer <token>` header.
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
             let (scheme, token) = v.trim().split_once(' ')?;
             scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
         })
-        .ok_or_else(|| {
-            ApiError::unauthorized(
-                "invalid_token",
-                "An Authorization: Bearer <token> header is required; get a token with \
-                 PUT /identity/v1/token.",
-            )
-        })?;
+}
+
+/// Checks `Authorization: Bearer <token>` against the issued tokens.
+fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<(), ApiError> {
+    let token = bearer_token(headers).ok_or_else(|| {
+        ApiError::unauthorized(
+            "invalid_token",
+            "An Authorization: Bearer <token> header is required; get a token with \
+             PUT /identity/v1/token.",
+        )
+    })?;
     match shared.tokens().check(token, clock::now()) {
         Ok(()) => Ok(()),
         Err(TokenProblem::Unknown) => Err(ApiError::unauthorized(
@@ -208,12 +250,16 @@ async fn create_token(
 }
 
 /// Answers 201 with the chain, or an error; either way the CSR's view (when it could be
-/// read) rides along in the response extensions for the request log.
+/// read) rides along in the response extensions for the request log. A certificate fault
+/// mode (left in the extensions by `fault_gate`) spoils the answer once the request has
+/// passed every check, so a bad request is still refused as the service would.
 async fn create_certificate(
     State(shared): State<Arc<Shared>>,
+    fault: Option<Extension<Fault>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let fault = fault.map_or(Fault::Ok, |Extension(f)| f);
     let parsed = authorize(&shared, &headers).and_then(|()| parse_json::<CertificateRequest>(body));
     let request = match parsed {
         Ok(Some(request)) => request,
@@ -230,8 +276,8 @@ async fn create_certificate(
         Ok(csr) => csr,
         Err(rejection) => return csr_error(rejection).into_response(),
     };
-    let mut response = match issue_certificate(&shared, &csr, &request) {
-        Ok(issued) => (StatusCode::CREATED, Json(issued)).into_response(),
+    let mut response = match issue_certificate(&shared, &csr, &request, fault) {
+        Ok(answer) => answer,
         Err(e) => e.into_response(),
     };
     response.extensions_mut().insert(csr.view().clone());
@@ -242,7 +288,8 @@ fn issue_certificate(
     shared: &Shared,
     csr: &ParsedCsr,
     request: &CertificateRequest,
-) -> Result<CertificateResponse, ApiError> {
+    fault: Fault,
+) -> Result<Response, ApiError> {
     let requested = request.expires_in.unwrap_or(DEFAULT_CERT_SECONDS);
     if !(1..=MAX_CERT_SECONDS).contains(&requested) {
         return Err(ApiError::bad_request(
@@ -253,33 +300,60 @@ fn issue_certificate(
         ));
     }
     csr.validate().map_err(csr_error)?;
+    if let Some(answer) = misbehave::canned_certificate_answer(fault) {
+        return Ok(answer);
+    }
     // A cap below one second would make an already-expired certificate.
     let lifetime = match shared.max_lifetime {
         Some(cap) => requested.min(cap.as_secs().max(1)),
         None => requested,
     };
-    let public_key = csr
-        .request()
-        .public_key()
-        .map_err(|e| ApiError::internal("read the CSR key", &e))?;
+    let now = clock::now();
+    let plan = misbehave::leaf_plan(fault, now, tokens::seconds(lifetime));
+    let public_key = if plan.stranger_key {
+        let stranger = shared
+            .authority
+            .stranger()
+            .map_err(|e| ApiError::internal("make a stranger key", &e))?;
+        PKey::public_key_from_der(
+            &stranger
+                .public_key_to_der()
+                .map_err(|e| ApiError::internal("read the stranger key", &e))?,
+        )
+    } else {
+        csr.request().public_key()
+    }
+    .map_err(|e| ApiError::internal("read the CSR key", &e))?;
     let leaf = shared
         .authority
         .issue_leaf(
+            plan.signer,
             csr.request().subject_name(),
             &public_key,
             &shared.instance_id,
-            clock::now(),
-            tokens::seconds(lifetime),
+            plan.not_before,
+            plan.lifetime,
         )
         .map_err(|e| ApiError::internal("sign the certificate", &e))?;
     let id = ids::uuid().map_err(|e| ApiError::internal("create a certificate id", &e))?;
-    Ok(CertificateResponse {
-        certificates: vec![leaf.pem, shared.authority.intermediate_pem().to_string()],
-        created_at: clock::rfc3339(leaf.not_before),
-        expires_at: clock::rfc3339(leaf.not_after),
+    // The JSON tells the truth about the leaf, except under `short-lived`, where it claims
+    // the lifetime that was granted while the leaf carries a quarter of it.
+    let (created_at, expires_at) = match fault {
+        Fault::ShortLived => (now, now + tokens::seconds(lifetime)),
+        _ => (leaf.not_before, leaf.not_after),
+    };
+    let issued = CertificateResponse {
+        certificates: misbehave::certificates(
+            fault,
+            leaf.pem,
+            shared.authority.intermediate_pem().to_string(),
+        ),
+        created_at: clock::rfc3339(created_at),
+        expires_at: clock::rfc3339(expires_at),
         expires_in: lifetime,
         id,
-    })
+    };
+    Ok(misbehave::issued_answer(fault, &issued))
 }
 
 fn csr_error(rejection: CsrRejection) -> ApiError {

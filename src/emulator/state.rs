@@ -3,6 +3,8 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
+use tokio::sync::watch;
+
 use super::ca::Authority;
 use super::faults::FaultSwitch;
 use super::journal::Journal;
@@ -17,6 +19,9 @@ pub(crate) struct Shared {
     pub tokens: Mutex<TokenStore>,
     pub journal: Journal,
     pub faults: FaultSwitch,
+    /// Turns `true` when the server is asked to stop, so that a call held back on purpose
+    /// (fault mode `slow`) does not hold up the shutdown.
+    pub stop: watch::Receiver<bool>,
 }
 
 impl Shared {

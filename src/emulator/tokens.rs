@@ -34,6 +34,11 @@ impl TokenStore {
         }
     }
 
+    /// Forgets `token`: from now on it is refused as unknown, as a revoked token would be.
+    pub fn revoke(&mut self, token: &str) {
+        self.expiry.remove(token);
+    }
+
     #[cfg(test)]
     pub fn len(&self) -> usize {
         self.expiry.len()
@@ -68,6 +73,8 @@ mod tests {
             Err(TokenProblem::Expired)
         );
         assert_eq!(store.check("b", t0), Err(TokenProblem::Unknown));
+        store.revoke("a");
+        assert_eq!(store.check("a", t0), Err(TokenProblem::Unknown));
     }
 
     #[test]

@@ -101,13 +101,25 @@ pub struct Setup {
 }
 
 impl Setup {
-    /// `extra` is appended verbatim to the generated TOML (extra sections or [[hooks]]).
+    /// `extra_metadata` goes into the `[metadata]` section (after `endpoint`, and after
+    /// `timeout = "5s"` unless it sets `timeout` itself); `extra` is appended verbatim to the
+    /// generated TOML (extra sections or [[hooks]]).
     pub fn new(emulator: &Emulator, key_bits: u32, extra_metadata: &str, extra: &str) -> Setup {
         let tmp = tempfile::tempdir().unwrap();
         let out = tmp.path().join("out");
         let config = tmp.path().join("config.toml");
+        let sets_timeout = extra_metadata.lines().any(|l| {
+            l.split('=')
+                .next()
+                .is_some_and(|key| key.trim() == "timeout")
+        });
+        let default_timeout = if sets_timeout {
+            ""
+        } else {
+            "timeout = \"5s\"\n"
+        };
         let text = format!(
-            "[metadata]\nendpoint = \"{}\"\ntimeout = \"5s\"\n{extra_metadata}\n\
+            "[metadata]\nendpoint = \"{}\"\n{default_timeout}{extra_metadata}\n\
              [certificate]\nkey_bits = {key_bits}\nsubject = {{ C = \"US\", O = \"eit-certd tests\" }}\n\
              min_remaining = \"5s\"\njitter = \"0s\"\n\n[output]\ndir = \"{}\"\n\n{extra}\n",
             emulator.url,
