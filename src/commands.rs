@@ -77,10 +77,25 @@ pub fn main(cli: Cli) -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(Failure { code, error }) => {
-            eprintln!("eit-certd: {error:#}");
+            eprintln!("eit-certd: {}", render(&error));
             ExitCode::from(code)
         }
     }
+}
+
+/// The error and its causes, each cause only if the text so far does not already say it (our
+/// error types put their cause into their own message; anyhow contexts do not).
+fn render(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let part = cause.to_string();
+        if text.is_empty() {
+            text = part;
+        } else if !text.contains(&part) {
+            text = format!("{text}: {part}");
+        }
+    }
+    text
 }
 
 async fn dispatch(cli: Cli) -> Outcome {
@@ -583,4 +598,23 @@ timeout = "5s"
 "#,
         out.display()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn causes_are_shown_once() {
+        let io = std::io::Error::other("disk on fire");
+        let store = crate::store::StoreError::Io {
+            action: "write",
+            path: "/o/key.pem".into(),
+            source: io,
+        };
+        let text = render(&anyhow::Error::from(store));
+        assert_eq!(text.matches("disk on fire").count(), 1, "{text}");
+        let ctx = anyhow::Error::from(std::io::Error::other("denied")).context("cannot create /x");
+        assert_eq!(render(&ctx), "cannot create /x: denied");
+    }
 }

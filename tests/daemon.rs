@@ -301,3 +301,92 @@ fn metrics_textfile_follows_the_installed_certificate() {
     assert!(body.contains("eit_certd_hook_failures_total 0"));
     assert!(!serial.is_empty());
 }
+
+#[test]
+fn a_20_second_outage_keeps_the_set_stays_within_the_backoff_bound_and_recovers() {
+    let emulator = Emulator::start(&[]);
+    let setup = Setup::new(
+        &emulator,
+        2048,
+        "",
+        "[retry]\ninitial = \"1s\"\nmax = \"4s\"\n",
+    );
+    let daemon = DaemonProc::start(&setup);
+    let first = wait_for(Duration::from_secs(20), "first install", || {
+        current_serial(&setup)
+    });
+    let before: Vec<_> = snapshot(&setup.out)
+        .into_iter()
+        .filter(|(p, _)| !p.ends_with("state.json"))
+        .collect();
+    let requests_before = emulator.requests().len();
+
+    emulator.set_fault("status-503", None);
+    daemon.signal(Signal::SIGUSR1);
+    let outage = Duration::from_secs(20);
+    std::thread::sleep(outage);
+    let during: Vec<_> = emulator.requests()[requests_before..].to_vec();
+    emulator.set_fault("ok", None);
+    let recovered_from = Instant::now();
+
+    // Documented bound: every retry waits at least max(1 s floor, Retry-After = 2 s), so at
+    // most 20 / 2 + 1 = 11 attempts, each at most a token and a certificate request.
+    assert!(
+        !during.is_empty(),
+        "the daemon did not try during the outage"
+    );
+    assert!(during.iter().all(|r| r["status"] == 503), "{during:?}");
+    assert!(
+        during.len() <= 22,
+        "{} requests during a 20 s outage",
+        during.len()
+    );
+    let after: Vec<_> = snapshot(&setup.out)
+        .into_iter()
+        .filter(|(p, _)| !p.ends_with("state.json"))
+        .collect();
+    assert_eq!(after, before, "the installed set changed during the outage");
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(setup.out.join("state.json")).unwrap())
+            .unwrap();
+    assert!(state["consecutive_failures"].as_u64().unwrap() >= 1);
+    assert!(state["last_attempt"]["error"]
+        .as_str()
+        .unwrap()
+        .contains("HTTP 503"));
+
+    // Recovery within one backoff interval (the 4 s cap) plus the attempt itself.
+    let second = wait_for(Duration::from_secs(8), "recovery after the outage", || {
+        current_serial(&setup).filter(|s| *s != first)
+    });
+    eprintln!(
+        "outage: {} requests in {outage:?}; recovered {:?} after the service came back",
+        during.len(),
+        recovered_from.elapsed()
+    );
+    assert_ne!(second, first);
+}
+
+#[test]
+fn a_certificate_shorter_than_claimed_is_renewed_before_its_real_expiry() {
+    // The emulator claims 40 s in the JSON but the certificate lives 10 s.
+    let emulator = Emulator::start(&["--max-lifetime", "40s", "--fault", "short-lived"]);
+    let setup = Setup::new(&emulator, 2048, "", "");
+    let _daemon = DaemonProc::start(&setup);
+    wait_for(Duration::from_secs(30), "two generations", || {
+        (generation_count(&setup) >= 2).then_some(())
+    });
+    let gens = setup.generations();
+    let cert = |g: &str| setup.out.join("generations").join(g).join("cert.pem");
+    let first_not_after = parse_openssl_date(&openssl_field(&cert(&gens[0]), "-enddate"));
+    let first_not_before = parse_openssl_date(&openssl_field(&cert(&gens[0]), "-startdate"));
+    let second_not_before = parse_openssl_date(&openssl_field(&cert(&gens[1]), "-startdate"));
+    assert_eq!(
+        first_not_after - first_not_before,
+        time::Duration::seconds(10)
+    );
+    assert!(
+        second_not_before < first_not_after,
+        "renewed at {second_not_before}, after the real notAfter {first_not_after}"
+    );
+}

@@ -77,7 +77,13 @@ pub enum ClientError {
         cause: String,
         hint: &'static str,
     },
-    #[error("{what} to {url} failed with HTTP {status}: {message}; {hint}", what = op.what(), hint = status_hint(*status))]
+    #[error(
+        "{what} to {url} failed with HTTP {status}: {message}{retry}; {hint}",
+        what = op.what(),
+        message = message.trim_end_matches('.'),
+        retry = retry_after.map(|d| format!(" (Retry-After: {}s)", d.as_secs())).unwrap_or_default(),
+        hint = status_hint(*status)
+    )]
     Status {
         op: Operation,
         url: String,
@@ -110,8 +116,8 @@ fn status_hint(status: u16) -> &'static str {
         400 => "the service refused the request as malformed: check metadata.version and certificate.subject",
         401 => "the service refused the access token",
         403 | 404 => "is the metadata service enabled for this instance, and metadata.api right for metadata.version?",
-        429 => "the service is rate limiting; eit-certd retries later",
-        500..=599 => "the service is failing; eit-certd retries with backoff and keeps the installed certificate",
+        429 => "the service is rate limiting; the installed certificate stays in place and the daemon retries later",
+        500..=599 => "the service is failing; the installed certificate stays in place and the daemon retries with backoff",
         _ => "see the service's message",
     }
 }
