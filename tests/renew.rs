@@ -207,3 +207,27 @@ fn output_group_makes_the_key_readable_by_that_group_only() {
     }
     assert_eq!(mode(&setup.current().join("cert.pem")), 0o644);
 }
+
+#[test]
+fn https_to_a_name_the_server_certificate_does_not_cover_is_refused() {
+    // The emulator's certificate covers localhost, 127.0.0.1 and api.metadata.cloud.ibm.com;
+    // 127.0.0.2 is loopback too, but not a name in it.
+    let emulator = Emulator::start(&["--tls", "--listen", "127.0.0.2:0"]);
+    assert!(
+        emulator.url.starts_with("https://127.0.0.2:"),
+        "{}",
+        emulator.url
+    );
+    let ca = format!("ca_file = \"{}\"", emulator.ca_pem().display());
+    let setup = Setup::new(&emulator, 2048, &ca, "");
+    let o = setup.run(&["renew"]);
+    assert_exit(&o, 1);
+    let err = stderr(&o);
+    assert!(
+        err.contains("could not verify the server")
+            && err.contains("not valid for name \"127.0.0.2\"")
+            && err.contains("does not cover the host"),
+        "{err}"
+    );
+    assert!(setup.generations().is_empty());
+}

@@ -30,7 +30,7 @@ use super::tokens::{
 use super::{clock, ids};
 use crate::metadata::api::{
     ApiFamily, CertificateRequest, CertificateResponse, IamTokenRequest, TokenRequest,
-    TokenResponse, MIN_VERSION,
+    TokenResponse, IDENTITY_ONLY_FROM, MIN_VERSION,
 };
 
 const DEFAULT_CERT_SECONDS: u64 = 3600;
@@ -151,6 +151,19 @@ fn check_version(uri: &Uri) -> Result<(), ApiError> {
             format!(
                 "The version query parameter must be a date in YYYY-MM-DD format, \
                  {MIN_VERSION} or later; got {version:?}."
+            ),
+        ));
+    }
+    // From 2025-08-26 on the older family is gone (see the migration notes in the docs).
+    let old_family = uri.path().starts_with(ApiFamily::InstanceIdentity.prefix());
+    if old_family && version.as_str() >= IDENTITY_ONLY_FROM {
+        return Err(ApiError::bad_request(
+            "invalid_version",
+            format!(
+                "{} is not served at version {version}; from {IDENTITY_ONLY_FROM} on use \
+                 {} (or an earlier version date).",
+                ApiFamily::InstanceIdentity.prefix(),
+                ApiFamily::Identity.prefix()
             ),
         ));
     }
@@ -484,6 +497,15 @@ mod tests {
             Some("invalid_version")
         );
         assert_eq!(version_error("/x?version=today"), Some("invalid_version"));
+        assert_eq!(
+            version_error("/instance_identity/v1/token?version=2025-08-26"),
+            Some("invalid_version")
+        );
+        assert_eq!(
+            version_error("/instance_identity/v1/token?version=2025-04-22"),
+            None
+        );
+        assert_eq!(version_error("/identity/v1/token?version=2024-11-12"), None);
     }
 
     #[test]

@@ -23,6 +23,16 @@ use super::*;
 use crate::metadata::api::{CertificateResponse, ErrorBody, TokenResponse};
 
 pub(super) const VERSION: &str = "version=2025-08-26";
+/// The older family is served only before 2025-08-26.
+const OLD_FAMILY_VERSION: &str = "version=2025-04-22";
+
+fn version_for(prefix: &str) -> &'static str {
+    if prefix.starts_with("/instance_identity") {
+        OLD_FAMILY_VERSION
+    } else {
+        VERSION
+    }
+}
 
 /// reqwest is built without its `json` feature; these stand in for it.
 pub(super) trait JsonBody {
@@ -90,7 +100,7 @@ pub(super) fn make_csr(
 
 pub(super) async fn get_token(client: &Client, base: &str, prefix: &str) -> String {
     let resp = client
-        .put(format!("{base}{prefix}/token?{VERSION}"))
+        .put(format!("{base}{prefix}/token?{}", version_for(prefix)))
         .header("Metadata-Flavor", "ibm")
         .send()
         .await
@@ -107,7 +117,10 @@ pub(super) async fn post_csr(
     body: Value,
 ) -> Response {
     client
-        .post(format!("{base}{prefix}/certificates?{VERSION}"))
+        .post(format!(
+            "{base}{prefix}/certificates?{}",
+            version_for(prefix)
+        ))
         .bearer_auth(token)
         .json_body(&body)
         .send()
@@ -504,6 +517,14 @@ async fn instance_identity_family_and_other_calls() {
     let c = client();
     let prefix = "/instance_identity/v1";
     let token = get_token(&c, base, prefix).await;
+    // ... but not at the version that retired it.
+    let retired = c
+        .put(format!("{base}{prefix}/token?{VERSION}"))
+        .header("Metadata-Flavor", "ibm")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(retired).await.1, "invalid_version");
 
     let csr = make_csr(test_key(), &[("C", "US"), ("OU", "Storage")], false);
     let resp = post_csr(&c, base, prefix, &token, json!({ "csr": csr })).await;
@@ -516,7 +537,7 @@ async fn instance_identity_family_and_other_calls() {
     );
 
     let iam = |body: Value| {
-        c.post(format!("{base}{prefix}/iam_token?{VERSION}"))
+        c.post(format!("{base}{prefix}/iam_token?{OLD_FAMILY_VERSION}"))
             .bearer_auth(&token)
             .json_body(&body)
             .send()

@@ -491,11 +491,17 @@ fn transport_error(op: Operation, url: &str, e: reqwest::Error) -> ClientError {
             "timed out",
             "the service did not answer within metadata.timeout; eit-certd retries with backoff",
         )
+    } else if cause.contains("not valid for name") {
+        (
+            "could not verify the server",
+            "the server's TLS certificate does not cover the host in metadata.endpoint: use the \
+             name it was issued for, e.g. https://api.metadata.cloud.ibm.com",
+        )
     } else if cause.contains("certificate") || cause.contains("UnknownIssuer") {
         (
             "could not verify the server",
-            "the server's TLS certificate is not trusted for this name: set metadata.ca_file to \
-             the CA that signed it, or check metadata.endpoint's host name",
+            "the server's TLS certificate is not signed by a CA this host trusts: set \
+             metadata.ca_file to the CA that signed it",
         )
     } else if e.is_connect() {
         (
