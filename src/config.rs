@@ -789,6 +789,26 @@ mod example_tests {
         let defaults = Config::parse("", Path::new("empty")).unwrap();
         assert_eq!(parsed, defaults);
     }
+
+    /// Every TOML snippet in the docs is valid configuration.
+    #[test]
+    fn documented_snippets_parse() {
+        for (name, doc) in [
+            ("README.md", include_str!("../README.md")),
+            ("hooks/README.md", include_str!("../hooks/README.md")),
+        ] {
+            let blocks: Vec<&str> = doc
+                .split("```toml\n")
+                .skip(1)
+                .map(|rest| rest.split("```").next().unwrap_or(""))
+                .collect();
+            assert!(!blocks.is_empty(), "{name} has no toml block");
+            for block in blocks {
+                Config::parse(block, Path::new(name))
+                    .unwrap_or_else(|e| panic!("{name}: {e}\n{block}"));
+            }
+        }
+    }
 }
 
 /// The commented configuration `eit-certd init` writes (also `examples/config.toml`).
