@@ -419,7 +419,8 @@ bounded_duration!(
     "it is sent as expires_in; the service's default is 1h"
 );
 
-/// `key_bits`: RSA modulus size, 2048..=8192 in steps of 1024 is what tools interoperate with.
+/// `key_bits`: RSA modulus size. The service refuses keys under 2048 bits; past 8192 key
+/// generation takes minutes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "i64")]
 pub struct KeyBits(pub u32);
@@ -427,9 +428,9 @@ pub struct KeyBits(pub u32);
 impl TryFrom<i64> for KeyBits {
     type Error = String;
     fn try_from(n: i64) -> Result<Self, String> {
-        if !(2048..=8192).contains(&n) || n % 1024 != 0 {
+        if !(2048..=8192).contains(&n) {
             return Err(format!(
-                "certificate.key_bits = {n} is not allowed: use 2048, 3072, 4096 (default) … 8192; \
+                "certificate.key_bits = {n} is out of range: use 2048 to 8192 (default 4096); \
                  the service refuses keys under 2048 bits"
             ));
         }

@@ -139,6 +139,11 @@ impl Daemon {
             metrics_override: metrics_file,
         };
         daemon.reschedule_from_disk();
+        // With time to spare, the first renewal's key is made now, at low priority; when a
+        // renewal is due at once it generates its own key at normal priority instead.
+        if daemon.next_attempt > OffsetDateTime::now_utc() + Duration::from_secs(60) {
+            daemon.keys.prepare(&daemon.config);
+        }
         Ok(daemon)
     }
 

@@ -390,3 +390,93 @@ fn a_certificate_shorter_than_claimed_is_renewed_before_its_real_expiry() {
         "renewed at {second_not_before}, after the real notAfter {first_not_after}"
     );
 }
+
+#[test]
+fn a_failed_hook_with_retry_is_run_again_without_a_new_certificate() {
+    let emulator = Emulator::start(&[]);
+    let marker = tempfile::tempdir().unwrap();
+    let hooks = format!(
+        "[retry]\ninitial = \"1s\"\nmax = \"2s\"\n\n[[hooks]]\nname = \"flaky\"\nretry = true\n\
+         command = [\"/bin/sh\", \"-c\", 'if [ -e \"$M\" ]; then echo recovered; else touch \"$M\"; echo first try fails >&2; exit 1; fi']\n\
+         env = {{ M = \"{}\" }}\n",
+        marker.path().join("ran").display()
+    );
+    let setup = Setup::new(&emulator, 2048, "", &hooks);
+    let _daemon = DaemonProc::start(&setup);
+    let state = wait_for(
+        Duration::from_secs(20),
+        "the hook to succeed on retry",
+        || {
+            let text = std::fs::read_to_string(setup.out.join("state.json")).ok()?;
+            let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+            (v["hooks"][0]["ok"] == true).then_some(v)
+        },
+    );
+    assert_eq!(state["hooks"][0]["detail"], "recovered");
+    assert_eq!(state["hook_failures"], 1);
+    assert_eq!(
+        state["renewals"]["ok"], 1,
+        "a hook retry must not renew again"
+    );
+    assert_eq!(setup.generations().len(), 1);
+    assert_eq!(state["hooks"][0]["serial"], current_serial(&setup).unwrap());
+}
+
+#[test]
+fn systemd_hears_ready_status_watchdog_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let emulator = Emulator::start(&[]);
+    let setup = Setup::new(&emulator, 2048, "", "");
+    let socket_path = setup.tmp.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    // systemd sets WATCHDOG_PID to the service's pid; exec keeps the shell's pid for us.
+    let log = setup.tmp.path().join("systemd-daemon.log");
+    let child = std::process::Command::new("/bin/sh")
+        .args(["-c", "WATCHDOG_PID=$$ exec \"$0\" \"$@\""])
+        .arg(bin())
+        .arg("--config")
+        .arg(&setup.config)
+        .arg("run")
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "1000000")
+        .stdin(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut daemon = DaemonProc { child, log };
+    let mut heard: Vec<String> = Vec::new();
+    let mut buf = [0u8; 4096];
+    let mut listen = |heard: &mut Vec<String>, until: &dyn Fn(&[String]) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !until(heard) && Instant::now() < deadline {
+            if let Ok(n) = socket.recv(&mut buf) {
+                heard.push(String::from_utf8_lossy(&buf[..n]).trim_end().to_string());
+            }
+        }
+    };
+    listen(&mut heard, &|h| {
+        h.iter().any(|m| m == "READY=1") && h.iter().filter(|m| *m == "WATCHDOG=1").count() >= 2
+    });
+    assert!(heard.iter().any(|m| m == "READY=1"), "{heard:?}");
+    assert!(
+        current_serial(&setup).is_some(),
+        "READY=1 before a certificate was installed"
+    );
+    assert!(
+        heard
+            .iter()
+            .any(|m| m.starts_with("STATUS=serial ") && m.contains("next renewal")),
+        "{heard:?}"
+    );
+    assert!(
+        heard.iter().filter(|m| *m == "WATCHDOG=1").count() >= 2,
+        "{heard:?}"
+    );
+    daemon.signal(Signal::SIGTERM);
+    listen(&mut heard, &|h| h.iter().any(|m| m == "STOPPING=1"));
+    assert!(heard.iter().any(|m| m == "STOPPING=1"), "{heard:?}");
+    assert_eq!(daemon.wait_exit(Duration::from_secs(5)), Some(0));
+}

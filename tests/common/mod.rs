@@ -245,16 +245,20 @@ pub struct DaemonProc {
 
 impl DaemonProc {
     pub fn start(setup: &Setup) -> DaemonProc {
-        let log = setup
-            .tmp
-            .path()
-            .join(format!("daemon-{}.log", std::process::id()));
+        DaemonProc::start_with_env(setup, &[])
+    }
+
+    pub fn start_with_env(setup: &Setup, env: &[(&str, &str)]) -> DaemonProc {
+        static COUNT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let log = setup.tmp.path().join(format!("daemon-{n}.log"));
         let log_file = std::fs::File::create(&log).unwrap();
         let child = Command::new(bin())
             .arg("--config")
             .arg(&setup.config)
             .arg("run")
             .env("RUST_LOG", "eit_certd=debug")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file)
