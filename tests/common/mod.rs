@@ -148,6 +148,8 @@ impl Setup {
             Ok(rd) => rd
                 .flatten()
                 .map(|e| e.file_name().to_string_lossy().into_owned())
+                // `.tmp-*`: an install in progress (or killed), not a generation.
+                .filter(|n| !n.starts_with('.'))
                 .collect(),
             Err(_) => Vec::new(),
         };
