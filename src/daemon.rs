@@ -181,16 +181,7 @@ impl Daemon {
                 self.next_attempt =
                     self.policy()
                         .next_renewal(leaf.not_before, leaf.not_after, unit());
-                if !self.ready_sent {
-                    self.notifier.ready();
-                    self.ready_sent = true;
-                }
-                self.notifier.status(&format!(
-                    "serial {} valid until {}; next renewal {}",
-                    leaf.serial_hex,
-                    rfc3339(leaf.not_after),
-                    rfc3339(self.next_attempt)
-                ));
+                self.announce_valid(leaf);
                 tracing::info!(
                     serial = %leaf.serial_hex,
                     not_after = %rfc3339(leaf.not_after),
@@ -217,6 +208,20 @@ impl Daemon {
             }
         }
         self.state.next_renewal = Some(self.next_attempt);
+    }
+
+    /// Tells systemd a valid set is in place (READY once) and when it is renewed next.
+    fn announce_valid(&mut self, leaf: &LeafInfo) {
+        if !self.ready_sent {
+            self.notifier.ready();
+            self.ready_sent = true;
+        }
+        self.notifier.status(&format!(
+            "serial {} valid until {}; next renewal {}",
+            leaf.serial_hex,
+            rfc3339(leaf.not_after),
+            rfc3339(self.next_attempt)
+        ));
     }
 
     /// Runs until `shutdown` resolves (or SIGTERM/SIGINT arrive).
@@ -367,16 +372,7 @@ impl Daemon {
                         ),
                     );
                 }
-                if !self.ready_sent {
-                    self.notifier.ready();
-                    self.ready_sent = true;
-                }
-                self.notifier.status(&format!(
-                    "serial {} valid until {}; next renewal {}",
-                    leaf.serial_hex,
-                    rfc3339(leaf.not_after),
-                    rfc3339(self.next_attempt)
-                ));
+                self.announce_valid(leaf);
                 self.keys.prepare(&self.config);
             }
             Err(error) => {

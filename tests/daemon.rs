@@ -58,21 +58,8 @@ fn rotates_before_expiry_and_runs_hooks_with_the_documented_environment() {
     for g in &gens[..4] {
         let dir = setup.out.join("generations").join(g);
         let cert = dir.join("cert.pem");
-        let (ok, out) = run_tool(
-            "openssl",
-            &[
-                "verify",
-                "-CAfile",
-                emulator.ca_pem().to_str().unwrap(),
-                "-untrusted",
-                dir.join("chain.pem").to_str().unwrap(),
-                "-attime",
-                &parse_openssl_date(&openssl_field(&cert, "-startdate"))
-                    .unix_timestamp()
-                    .to_string(),
-                cert.to_str().unwrap(),
-            ],
-        );
+        let issued_at = parse_openssl_date(&openssl_field(&cert, "-startdate")).unix_timestamp();
+        let (ok, out) = openssl_verify(&emulator.ca_pem(), &dir, Some(issued_at));
         assert!(ok, "generation {g} does not verify: {out}");
         let serial = openssl_field(&cert, "-serial");
         let not_before = parse_openssl_date(&openssl_field(&cert, "-startdate"));

@@ -424,17 +424,7 @@ fn wrong_order_is_installed_leaf_first() {
         pubkey_of_cert(&cur.join("cert.pem")),
         pubkey_of_key(&cur.join("key.pem"))
     );
-    let (ok, out) = run_tool(
-        "openssl",
-        &[
-            "verify",
-            "-CAfile",
-            installed.emulator.ca_pem().to_str().unwrap(),
-            "-untrusted",
-            cur.join("chain.pem").to_str().unwrap(),
-            cur.join("cert.pem").to_str().unwrap(),
-        ],
-    );
+    let (ok, out) = openssl_verify(&installed.emulator.ca_pem(), &cur, None);
     assert!(ok, "{out}");
 }
 

@@ -6,17 +6,7 @@ use common::*;
 
 fn verify_with_openssl(setup: &Setup, emulator: &Emulator) {
     let cur = setup.current();
-    let (ok, out) = run_tool(
-        "openssl",
-        &[
-            "verify",
-            "-CAfile",
-            emulator.ca_pem().to_str().unwrap(),
-            "-untrusted",
-            cur.join("chain.pem").to_str().unwrap(),
-            cur.join("cert.pem").to_str().unwrap(),
-        ],
-    );
+    let (ok, out) = openssl_verify(&emulator.ca_pem(), &cur, None);
     assert!(ok && out.contains(": OK"), "openssl verify: {out}");
     assert_eq!(
         pubkey_of_cert(&cur.join("cert.pem")),

@@ -333,3 +333,18 @@ pub fn current_serial(setup: &Setup) -> Option<String> {
     }
     Some(stdout(&o).trim().trim_start_matches("serial=").to_string())
 }
+
+/// `openssl verify -CAfile ca -untrusted DIR/chain.pem DIR/cert.pem` for a generation directory
+/// (or `current`), optionally at a Unix time; (success, output).
+pub fn openssl_verify(ca: &Path, dir: &Path, at: Option<i64>) -> (bool, String) {
+    let at = at.map(|t| t.to_string());
+    let mut args = vec!["verify", "-CAfile", ca.to_str().unwrap(), "-untrusted"];
+    let chain = dir.join("chain.pem");
+    let cert = dir.join("cert.pem");
+    args.push(chain.to_str().unwrap());
+    if let Some(at) = &at {
+        args.extend(["-attime", at.as_str()]);
+    }
+    args.push(cert.to_str().unwrap());
+    run_tool("openssl", &args)
+}
