@@ -1,8 +1,8 @@
 //! The daemon behind `eit-certd run`: keeps the certificate set fresh for as long as it runs.
 //!
-//! One task, one loop. Between renewals it sleeps on a single timer computed from the installed
-//! certificate's wall-clock notAfter; the sleep is capped at a minute so that after a suspend
-//! or a clock step the wall clock is re-read and a due renewal is never late by more than that.
+//! One task, one loop. Between renewals it sleeps on a single wall-clock timer (a timerfd, see
+//! [`crate::wallclock`]) set from the installed certificate's notAfter: it wakes once, on time
+//! after a suspend, and early when the clock is set, so a due renewal is never late.
 //! The loop also wakes for signals (TERM/INT stop, HUP reloads the config, USR1 renews now) and
 //! for file-system events on the config file and the output directory (debounced): a changed
 //! config is reloaded, a deleted or corrupted set is repaired.
@@ -31,10 +31,11 @@ use crate::schedule::{Backoff, Failure, Policy};
 use crate::state::State;
 use crate::store::Store;
 use crate::systemd::Notifier;
+use crate::wallclock::WallTimer;
 
-/// The longest single sleep: bounds lateness after suspend/resume or a clock step, and is the
-/// idle wake-up rate (once a minute).
-const MAX_SLEEP: Duration = Duration::from_secs(60);
+/// The longest single sleep. The wall-clock timer already wakes on time after a suspend and
+/// early when the clock is set; this only bounds the damage of anything unforeseen.
+const MAX_SLEEP: Duration = Duration::from_secs(30 * 60);
 /// File-system events are collected for this long before acting on them.
 const DEBOUNCE: Duration = Duration::from_millis(300);
 
@@ -235,6 +236,7 @@ impl Daemon {
         let watchdog = self.notifier.watchdog_interval();
         let mut next_watchdog = watchdog.map(|w| Instant::now() + w);
         let mut debounce: Option<Instant> = None;
+        let wall = WallTimer::new();
         let (mut reload_pending, mut check_pending) = (false, false);
         tokio::pin!(shutdown);
         self.persist();
@@ -269,19 +271,14 @@ impl Daemon {
                 self.retry_hooks().await;
             }
 
-            let mut wait = until(self.next_attempt, now).min(MAX_SLEEP);
+            let mut wake_at = self.next_attempt.min(now + MAX_SLEEP);
             if let Some(at) = self.hook_retry_at {
-                wait = wait.min(until(at, now));
-            }
-            let mut deadline = Instant::now() + wait;
-            if let Some(d) = debounce {
-                deadline = deadline.min(d);
-            }
-            if let Some(w) = next_watchdog {
-                deadline = deadline.min(w);
+                wake_at = wake_at.min(at);
             }
             tokio::select! {
-                () = tokio::time::sleep_until(deadline) => {}
+                () = wall.sleep_until(wake_at) => {}
+                () = sleep_until_some(debounce) => {}
+                () = sleep_until_some(next_watchdog) => {}
                 _ = term.recv() => break,
                 _ = int.recv() => break,
                 () = &mut shutdown => break,
@@ -622,8 +619,12 @@ async fn connect(config: &Config) -> Result<Client, crate::metadata::client::Cli
     }
 }
 
-fn until(t: OffsetDateTime, now: OffsetDateTime) -> Duration {
-    (t - now).try_into().unwrap_or(Duration::ZERO)
+/// Sleeps until `at`, or forever when there is nothing to wait for.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// A uniform draw from [0, 1) for jitter, from OpenSSL's CSPRNG (no extra dependency).

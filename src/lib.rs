@@ -24,3 +24,4 @@ pub mod state;
 pub mod status;
 pub mod store;
 pub mod systemd;
+pub mod wallclock;
