@@ -458,7 +458,7 @@ async fn read_capped(
     response: &mut reqwest::Response,
     op: Operation,
     url: &str,
-) -> Result<Vec<u8>, ClientError> {
+) -> Result<Zeroizing<Vec<u8>>, ClientError> {
     let too_large = || ClientError::TooLarge {
         op,
         url: url.to_string(),
@@ -470,7 +470,10 @@ async fn read_capped(
     {
         return Err(too_large());
     }
-    let mut body = Vec::new();
+    // Token responses carry the token: the raw body is wiped when dropped, like the token.
+    // Reserved up front so that growing it leaves no stale copies behind.
+    let expected = response.content_length().unwrap_or(16 * 1024) as usize;
+    let mut body = Zeroizing::new(Vec::with_capacity(expected.min(BODY_LIMIT)));
     while let Some(chunk) = response
         .chunk()
         .await
