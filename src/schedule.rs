@@ -125,6 +125,72 @@ mod tests {
         assert!(policy().next_renewal(nb, na, 0.99) > nb);
     }
 
+    use proptest::prelude::*;
+
+    const DAY: u64 = 86_400;
+
+    /// Durations in whole nanoseconds between `lo` and `hi` seconds.
+    fn duration(lo: u64, hi: u64) -> impl Strategy<Value = Duration> {
+        (lo * 1_000_000_000..=hi * 1_000_000_000).prop_map(Duration::from_nanos)
+    }
+
+    proptest! {
+        /// The exact property of the schedule, for every policy the config accepts (renew_at
+        /// 0.1..=0.95) and any min_remaining and jitter, with effective_min_remaining =
+        /// min(min_remaining, lifetime / 2) and jitter capped at a tenth of the lifetime:
+        ///
+        /// notBefore <= next_renewal <= renewal_point <= notAfter - effective_min_remaining,
+        /// renewal_point - next_renewal <= min(jitter, lifetime / 10), and
+        /// next_renewal < notAfter.
+        ///
+        /// Not strictly before notAfter - effective_min_remaining: with a zero jitter draw the
+        /// renewal is exactly at that instant whenever min_remaining is the earlier bound. Nor
+        /// strictly after notBefore: with renew_at = 0.1, jitter >= lifetime / 10 and a draw
+        /// close to 1, rounding to whole nanoseconds puts it exactly at notBefore.
+        #[test]
+        fn next_renewal_lies_inside_the_certificate(
+            not_before_s in 0i64..4_000_000_000,
+            not_before_ns in 0i64..1_000_000_000,
+            lifetime in duration(1, 30 * DAY),
+            renew_at in 0.1f64..=0.95,
+            min_remaining in duration(0, 60 * DAY),
+            jitter in duration(0, 60 * DAY),
+            unit in 0.0f64..1.0,
+        ) {
+            let nb = OffsetDateTime::from_unix_timestamp_nanos(
+                i128::from(not_before_s) * 1_000_000_000 + i128::from(not_before_ns),
+            )
+            .unwrap();
+            let na = nb + lifetime;
+            let p = Policy { renew_at, min_remaining, jitter };
+            let effective = p.effective_min_remaining(lifetime);
+            prop_assert_eq!(effective, min_remaining.min(lifetime / 2));
+            let point = p.renewal_point(nb, na);
+            let next = p.next_renewal(nb, na, unit);
+            prop_assert!(point <= na - effective, "{point} after {na} - {effective:?}");
+            prop_assert!(next <= point);
+            prop_assert!(point - next <= jitter.min(lifetime / 10));
+            prop_assert!(next >= nb, "{next} before notBefore {nb}");
+            prop_assert!(next < na, "{next} not before notAfter {na}");
+            prop_assert!(p.is_due(nb, na, point));
+            prop_assert!(!p.is_due(nb, na, point - Duration::from_nanos(1)));
+        }
+    }
+
+    #[test]
+    fn renewal_can_fall_exactly_on_the_min_remaining_bound() {
+        // The equality case the property above allows: min_remaining binds, no jitter drawn.
+        let nb = datetime!(2026-01-01 00:00 UTC);
+        let na = nb + Duration::from_secs(3600);
+        let p = Policy {
+            renew_at: 0.95,
+            ..policy()
+        };
+        let bound = na - p.effective_min_remaining(Duration::from_secs(3600));
+        assert_eq!(p.next_renewal(nb, na, 0.0), bound);
+        assert!(p.next_renewal(nb, na, 0.5) < bound);
+    }
+
     #[test]
     fn due_flips_at_the_point() {
         let nb = datetime!(2026-01-01 00:00 UTC);
@@ -219,6 +285,67 @@ mod backoff_tests {
         };
         assert_eq!(B.delay(1, ra(30), 0.0), Duration::from_secs(30));
         assert_eq!(B.delay(1, ra(86400), 0.0), Duration::from_secs(300));
+    }
+
+    use proptest::prelude::*;
+
+    fn failure() -> impl Strategy<Value = Failure> {
+        prop_oneof![
+            Just(Failure::Permanent),
+            proptest::option::of(any::<u64>().prop_map(Duration::from_secs))
+                .prop_map(|retry_after| Failure::Transient { retry_after }),
+            // Retry-After as an HTTP date parses to any nanosecond count.
+            any::<u64>().prop_map(|n| Failure::Transient {
+                retry_after: Some(Duration::from_nanos(n))
+            }),
+        ]
+    }
+
+    proptest! {
+        /// Within what the config accepts (retry.initial and retry.max in 1 s..=1 h, max >=
+        /// initial): every delay, whatever the failure count, the kind of failure and the
+        /// server's Retry-After (any u64 seconds), lies in [floor, cap].
+        #[test]
+        fn delay_is_between_floor_and_cap(
+            initial_ms in 1_000u64..=3_600_000,
+            cap_extra_ms in 0u64..=3_600_000,
+            failures in any::<u32>(),
+            failure in failure(),
+            unit in 0.0f64..1.0,
+        ) {
+            let initial = Duration::from_millis(initial_ms);
+            let cap = (initial + Duration::from_millis(cap_extra_ms))
+                .min(Duration::from_secs(3600));
+            let b = Backoff { initial, cap };
+            let d = b.delay(failures, failure, unit);
+            prop_assert!(d <= cap, "{d:?} > cap {cap:?}");
+            prop_assert!(d >= b.floor(), "{d:?} < floor {:?}", b.floor());
+            if failure == Failure::Permanent {
+                prop_assert_eq!(d, cap);
+            }
+        }
+
+        /// Outside those ranges (a zero or sub-second initial, a cap below initial), nothing
+        /// panics; a transient delay stays in [floor, max(cap, floor)] and a permanent one is
+        /// the cap.
+        #[test]
+        fn delay_is_bounded_for_any_backoff(
+            initial in (0u64..=10 * 86_400_000_000_000).prop_map(Duration::from_nanos),
+            cap in (0u64..=10 * 86_400_000_000_000).prop_map(Duration::from_nanos),
+            failures in any::<u32>(),
+            failure in failure(),
+            unit in 0.0f64..1.0,
+        ) {
+            let b = Backoff { initial, cap };
+            let d = b.delay(failures, failure, unit);
+            match failure {
+                Failure::Permanent => prop_assert_eq!(d, cap),
+                Failure::Transient { .. } => {
+                    prop_assert!(d >= b.floor());
+                    prop_assert!(d <= cap.max(b.floor()));
+                }
+            }
+        }
     }
 
     #[test]

@@ -555,7 +555,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 fn error_message(status: StatusCode, body: &[u8]) -> String {
     if let Ok(parsed) = serde_json::from_slice::<ErrorBody>(body) {
         if !parsed.errors.is_empty() {
-            return parsed.summary();
+            return one_line(&parsed.summary());
         }
     }
     let text = String::from_utf8_lossy(body);
@@ -572,6 +572,28 @@ fn error_message(status: StatusCode, body: &[u8]) -> String {
         "{} (non-JSON body: {excerpt:?})",
         status.canonical_reason().unwrap_or("")
     )
+}
+
+/// The service's own words made fit for a log line or an sd_notify `STATUS=`: control
+/// characters and line breaks (which could forge a log line, or a `WATCHDOG=trigger` field)
+/// become spaces, and the text is cut at 500 characters.
+fn one_line(text: &str) -> String {
+    const LIMIT: usize = 500;
+    let mut line: String = text
+        .chars()
+        .take(LIMIT)
+        .map(|c| {
+            if c.is_control() || (c.is_whitespace() && c != ' ') {
+                ' '
+            } else {
+                c
+            }
+        })
+        .collect();
+    if text.chars().nth(LIMIT).is_some() {
+        line.push('…');
+    }
+    line
 }
 
 /// `Retry-After` as delta-seconds or an HTTP-date.
@@ -618,6 +640,22 @@ mod tests {
     }
 
     #[test]
+    fn service_error_text_cannot_add_lines() {
+        let m = error_message(
+            StatusCode::BAD_REQUEST,
+            br#"{"errors":[{"code":"x","message":"no\nWATCHDOG=trigger\r\nREADY=1"}]}"#,
+        );
+        assert_eq!(m, "x: no WATCHDOG=trigger  READY=1");
+        let long = format!(
+            r#"{{"errors":[{{"code":"x","message":"{}"}}]}}"#,
+            "a".repeat(5000)
+        );
+        let m = error_message(StatusCode::BAD_REQUEST, long.as_bytes());
+        assert_eq!(m.chars().count(), 501);
+        assert!(m.ends_with('…'));
+    }
+
+    #[test]
     fn permanence_follows_status() {
         let e = |status| ClientError::Status {
             op: Operation::Certificate,
@@ -650,5 +688,86 @@ mod tests {
             "http://127.0.0.1:9/instance_identity/v1/certificates?version=2025-08-26"
         );
         assert!(!format!("{c:?}").contains("Bearer"));
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Bodies a hostile or broken service might send: anything, text, and JSON that is
+        /// almost the right shape (wrong types, huge numbers, odd unicode, nesting).
+        fn body() -> impl Strategy<Value = Vec<u8>> {
+            let json_value = proptest::prop_oneof![
+                Just("null".to_string()),
+                any::<i64>().prop_map(|n| n.to_string()),
+                any::<f64>().prop_map(|n| format!("{n:e}")),
+                Just("18446744073709551616".to_string()),
+                Just("-1".to_string()),
+                any::<String>().prop_map(|s| serde_json::to_string(&s).unwrap()),
+                Just(r#"["-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"]"#.to_string()),
+                Just("[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]".to_string()),
+                Just(r#"{"code":"x","message":"y","more_info":null}"#.to_string()),
+                Just(r#"[{"code":1,"message":["m"]}]"#.to_string()),
+            ];
+            let key = proptest::prop_oneof![
+                Just("certificates"),
+                Just("created_at"),
+                Just("expires_at"),
+                Just("expires_in"),
+                Just("id"),
+                Just("errors"),
+                Just("trace"),
+                Just("status_code"),
+                Just("code"),
+                Just("message"),
+                Just("x"),
+            ];
+            let object = proptest::collection::vec((key, json_value), 0..8).prop_map(|fields| {
+                let inner: Vec<String> = fields.iter().map(|(k, v)| format!("{k:?}:{v}")).collect();
+                format!("{{{}}}", inner.join(",")).into_bytes()
+            });
+            // Any characters, control characters included (`any::<String>()` has none).
+            let text =
+                || proptest::collection::vec(any::<char>(), 0..40).prop_map(String::from_iter);
+            let errors = proptest::collection::vec((text(), text()), 0..4).prop_map(|items| {
+                serde_json::json!({
+                    "errors": items
+                        .iter()
+                        .map(|(c, m)| serde_json::json!({"code": c, "message": m}))
+                        .collect::<Vec<_>>()
+                })
+                .to_string()
+                .into_bytes()
+            });
+            proptest::prop_oneof![
+                proptest::collection::vec(any::<u8>(), 0..2000),
+                any::<String>().prop_map(String::into_bytes),
+                text().prop_map(String::into_bytes),
+                // Long text: the excerpt is cut at 200 characters, whatever their width.
+                ("[\\PC\\s]{150,400}").prop_map(String::into_bytes),
+                object,
+                errors,
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(1024))]
+
+            /// Parsing a response body never panics, whatever the body; error_message always
+            /// returns one line without control characters (it ends up in log lines and in
+            /// sd_notify's newline-separated `STATUS=`), of bounded length.
+            #[test]
+            fn response_parsing_never_panics(body in body(), status in 100u16..=999) {
+                let _ = serde_json::from_slice::<CertificateResponse>(&body);
+                let _ = serde_json::from_slice::<TokenResponse>(&body);
+                let _ = serde_json::from_slice::<ErrorBody>(&body).map(|b| b.summary());
+                let status = StatusCode::from_u16(status).unwrap();
+                let message = error_message(status, &body);
+                prop_assert!(!message.chars().any(char::is_control), "{message:?}");
+                // An IBM error body: at most 500 characters and an ellipsis. Anything else: a
+                // reason and a Debug-escaped excerpt of at most 200 characters (up to 10 each).
+                prop_assert!(message.chars().count() <= 64 + 200 * 10, "{}", message.len());
+            }
+        }
     }
 }

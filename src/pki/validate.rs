@@ -602,4 +602,150 @@ mod tests {
             Rejection::Empty
         );
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+        use std::sync::OnceLock;
+
+        /// A valid response (leaf for an RSA-2048 key + intermediate) and its root, made once:
+        /// the mutated and shuffled variants below reach the DER parser, the signature checks
+        /// and the anchor check, not only the PEM scanner.
+        struct Fixture {
+            certs: Vec<String>,
+            key_der: Vec<u8>,
+            root_pem: String,
+        }
+
+        fn fixture() -> &'static Fixture {
+            static F: OnceLock<Fixture> = OnceLock::new();
+            F.get_or_init(|| {
+                let ca = TestCa::new();
+                let issued = ca.issue(3600, 0);
+                Fixture {
+                    certs: issued.certs,
+                    key_der: issued.key_der,
+                    root_pem: ca.root_pem(),
+                }
+            })
+        }
+
+        fn base64_of(bytes: &[u8]) -> String {
+            openssl::base64::encode_block(bytes)
+        }
+
+        /// One element of the `certificates` array.
+        fn element() -> impl Strategy<Value = String> {
+            let real = || {
+                (0usize..3).prop_map(|i| {
+                    let f = fixture();
+                    [f.certs[0].clone(), f.certs[1].clone(), f.root_pem.clone()][i].clone()
+                })
+            };
+            prop_oneof![
+                // Anything at all.
+                any::<String>(),
+                // Text that starts like PEM, then random base64 (and maybe no footer).
+                (
+                    proptest::collection::vec(any::<u8>(), 0..1500),
+                    any::<bool>(),
+                    "[A-Z ]{0,20}"
+                )
+                    .prop_map(|(der, footer, label)| {
+                        let label = if label.is_empty() {
+                            "CERTIFICATE".to_string()
+                        } else {
+                            label
+                        };
+                        let mut s = format!("-----BEGIN {label}-----\n{}\n", base64_of(&der));
+                        if footer {
+                            s.push_str(&format!("-----END {label}-----\n"));
+                        }
+                        s
+                    }),
+                // A real certificate with one base64 character replaced.
+                (
+                    real(),
+                    any::<prop::sample::Index>(),
+                    any::<prop::sample::Index>()
+                )
+                    .prop_map(|(pem, at, with)| {
+                        const B64: &[u8] =
+                            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=\n-";
+                        let mut bytes = pem.into_bytes();
+                        let i = at.index(bytes.len());
+                        bytes[i] = B64[with.index(B64.len())];
+                        String::from_utf8(bytes).unwrap()
+                    }),
+                // A real certificate's DER with bytes flipped, re-armoured (valid base64).
+                (
+                    real(),
+                    proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4)
+                )
+                    .prop_map(|(pem, flips)| {
+                        let (_, parsed) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).unwrap();
+                        let mut der = parsed.contents;
+                        for (at, x) in flips {
+                            let i = at.index(der.len());
+                            der[i] ^= x;
+                        }
+                        crate::pki::pem_encode("CERTIFICATE", &der)
+                    }),
+                // A real certificate cut short, or with text around it.
+                (real(), any::<prop::sample::Index>()).prop_map(|(pem, at)| {
+                    let cut = at.index(pem.len() + 1);
+                    pem[..cut].to_string()
+                }),
+                (real(), any::<String>(), any::<String>())
+                    .prop_map(|(pem, before, after)| format!("{before}{pem}{after}")),
+                // Unchanged.
+                real(),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            /// validate() answers every input with Ok or a Rejection; it never panics.
+            #[test]
+            fn validate_never_panics(
+                certs in proptest::collection::vec(element(), 0..=4),
+                our_key_is_real in any::<bool>(),
+                random_key in proptest::collection::vec(any::<u8>(), 0..300),
+                with_anchor in any::<bool>(),
+                // 1970 to 2100, and the test CA's own window.
+                now_s in prop_oneof![0i64..4_102_444_800, Just(-1)],
+                skew_s in 0u64..=86_400,
+            ) {
+                let f = fixture();
+                let key = if our_key_is_real { f.key_der.clone() } else { random_key };
+                let anchor = with_anchor.then(|| Anchor::from_pem(f.root_pem.as_bytes()).unwrap());
+                let now = if now_s < 0 {
+                    OffsetDateTime::now_utc()
+                } else {
+                    OffsetDateTime::from_unix_timestamp(now_s).unwrap()
+                };
+                let _ = validate(&certs, &key, anchor.as_ref(), now, Duration::from_secs(skew_s));
+            }
+
+            /// Anchor::from_pem (certificate.trust_anchor's bytes) never panics.
+            #[test]
+            fn anchor_from_pem_never_panics(
+                bytes in proptest::collection::vec(any::<u8>(), 0..3000),
+                text in element(),
+            ) {
+                let _ = Anchor::from_pem(&bytes);
+                let _ = Anchor::from_pem(text.as_bytes());
+                let _ = LeafInfo::from_pem(&bytes);
+                let _ = LeafInfo::from_pem(text.as_bytes());
+            }
+        }
+
+        #[test]
+        fn the_fixture_itself_validates() {
+            let f = fixture();
+            let anchor = Anchor::from_pem(f.root_pem.as_bytes()).unwrap();
+            validate(&f.certs, &f.key_der, Some(&anchor), now(), DEFAULT_SKEW).unwrap();
+        }
+    }
 }

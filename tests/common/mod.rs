@@ -250,10 +250,15 @@ impl DaemonProc {
         DaemonProc::start_with_env(setup, &[])
     }
 
+    /// Like [`DaemonProc::start`], with `env` added (it may override `RUST_LOG`). Output goes
+    /// to a log outside the config file's directory: the daemon watches that directory, and at
+    /// `RUST_LOG=trace` the watcher logs every event, its own log writes included.
     pub fn start_with_env(setup: &Setup, env: &[(&str, &str)]) -> DaemonProc {
         static COUNT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let log = setup.tmp.path().join(format!("daemon-{n}.log"));
+        let dir = setup.tmp.path().join("logs");
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join(format!("daemon-{n}.log"));
         let log_file = std::fs::File::create(&log).unwrap();
         let child = Command::new(bin())
             .arg("--config")
@@ -262,7 +267,7 @@ impl DaemonProc {
             .env("RUST_LOG", "eit_certd=debug")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(log_file.try_clone().unwrap())
             .stderr(log_file)
             .spawn()
             .unwrap();
@@ -347,4 +352,185 @@ pub fn openssl_verify(ca: &Path, dir: &Path, at: Option<i64>) -> (bool, String) 
     }
     args.push(cert.to_str().unwrap());
     run_tool("openssl", &args)
+}
+
+// ---- helpers for the crash, hostile file-system and secrets tests ----
+
+/// Every `.tmp-*` entry under `dir`, at any depth: what an interrupted install leaves behind.
+pub fn tmp_litter(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if e.file_name().to_string_lossy().starts_with(".tmp-") {
+            found.push(p.clone());
+        }
+        if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            found.extend(tmp_litter(&p));
+        }
+    }
+    found
+}
+
+/// The five files of a generation.
+pub const SET_FILES: [&str; 5] = [
+    "key.pem",
+    "cert.pem",
+    "chain.pem",
+    "fullchain.pem",
+    "combined.pem",
+];
+
+/// Checks what a consumer of `out/current` would see. `Ok(None)`: there is no `current`.
+/// Otherwise `current` must be a symlink to `generations/<id>` holding all five files, with
+/// fullchain = cert + chain, combined = key + fullchain, key.pem the key of cert.pem (per the
+/// openssl CLI) and `openssl verify -CAfile <ca> -untrusted chain.pem cert.pem` passing.
+/// Returns the generation id.
+pub fn check_current_set(out: &Path, ca_pem: &Path) -> Result<Option<String>, String> {
+    let link = out.join("current");
+    let meta = match std::fs::symlink_metadata(&link) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot inspect current: {e}")),
+    };
+    if !meta.file_type().is_symlink() {
+        return Err(format!("current is not a symlink: {meta:?}"));
+    }
+    let target = std::fs::read_link(&link).map_err(|e| format!("readlink current: {e}"))?;
+    let id = target
+        .strip_prefix("generations")
+        .ok()
+        .and_then(|rest| rest.to_str())
+        .filter(|id| !id.is_empty() && !id.contains('/') && !id.starts_with('.'))
+        .ok_or_else(|| format!("current points at {}", target.display()))?
+        .to_string();
+    let dir = out.join(&target);
+    if !dir.is_dir() {
+        return Err(format!(
+            "current dangles: {} is not a directory",
+            target.display()
+        ));
+    }
+    let mut contents = BTreeMap::new();
+    for name in SET_FILES {
+        let p = dir.join(name);
+        let meta = std::fs::symlink_metadata(&p).map_err(|e| format!("{id}/{name}: {e}"))?;
+        if !meta.is_file() || meta.len() == 0 {
+            return Err(format!("{id}/{name} is not a non-empty regular file"));
+        }
+        contents.insert(name, std::fs::read(&p).unwrap());
+    }
+    let joined = |a: &str, b: &str| [contents[a].as_slice(), contents[b].as_slice()].concat();
+    if contents["fullchain.pem"] != joined("cert.pem", "chain.pem") {
+        return Err(format!("{id}: fullchain.pem is not cert.pem + chain.pem"));
+    }
+    if contents["combined.pem"] != joined("key.pem", "fullchain.pem") {
+        return Err(format!("{id}: combined.pem is not key.pem + fullchain.pem"));
+    }
+    let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
+    let (ok, cert_pub) = run_tool(
+        "openssl",
+        &["x509", "-in", &path("cert.pem"), "-noout", "-pubkey"],
+    );
+    if !ok {
+        return Err(format!("{id}/cert.pem: {cert_pub}"));
+    }
+    let (ok, key_pub) = run_tool("openssl", &["pkey", "-in", &path("key.pem"), "-pubout"]);
+    if !ok {
+        return Err(format!("{id}/key.pem: {key_pub}"));
+    }
+    if cert_pub != key_pub {
+        return Err(format!("{id}: key.pem is not the key of cert.pem"));
+    }
+    let (ok, verified) = run_tool(
+        "openssl",
+        &[
+            "verify",
+            "-CAfile",
+            ca_pem.to_str().unwrap(),
+            "-untrusted",
+            &path("chain.pem"),
+            &path("cert.pem"),
+        ],
+    );
+    if !ok || !verified.contains(": OK") {
+        return Err(format!("{id}: openssl verify: {verified}"));
+    }
+    Ok(Some(id))
+}
+
+/// A tmpfs mounted on a fresh directory (we run as root in the test VM), unmounted when
+/// dropped. `mount` fails without CAP_SYS_ADMIN (an unprivileged container): the caller gets
+/// the reason and falls back or skips.
+pub struct Tmpfs {
+    pub path: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    pub fn mount(size: &str) -> Result<Tmpfs, String> {
+        let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let path = tmp.path().join("mnt");
+        std::fs::create_dir(&path).map_err(|e| e.to_string())?;
+        let o = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0755"),
+                "tmpfs",
+            ])
+            .arg(&path)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if !o.status.success() {
+            return Err(format!("mount -t tmpfs failed: {}", stderr(&o).trim()));
+        }
+        Ok(Tmpfs { path, _tmp: tmp })
+    }
+
+    /// `mount -o remount,ro` (or `rw`).
+    pub fn remount(&self, mode: &str) {
+        let o = Command::new("mount")
+            .args(["-o", &format!("remount,{mode}")])
+            .arg(&self.path)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "remount {mode}: {}", stderr(&o));
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        // Before the TempDir goes (its removal would otherwise empty the mount, then fail).
+        let o = Command::new("umount").arg(&self.path).output();
+        if !o.as_ref().is_ok_and(|o| o.status.success()) {
+            let _ = Command::new("umount").arg("-l").arg(&self.path).output();
+        }
+    }
+}
+
+impl Setup {
+    /// Like [`Setup::run`], with `env` added (e.g. `RUST_LOG=trace`).
+    pub fn run_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        Command::new(bin())
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// Inserts `lines` at the top of the `[output]` section of the config file.
+    pub fn add_output_settings(&self, lines: &str) {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        assert!(text.contains("[output]\n"), "{text}");
+        let text = text.replacen("[output]\n", &format!("[output]\n{lines}\n"), 1);
+        std::fs::write(&self.config, text).unwrap();
+    }
 }
