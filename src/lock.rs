@@ -21,11 +21,21 @@ pub enum LockError {
         holder.map(|p| format!(" or `kill -USR1 {p}`")).unwrap_or_default()
     )]
     Held { dir: PathBuf, holder: Option<u32> },
-    #[error("cannot open lock file {}: {source}", path.display())]
+    #[error("cannot open lock file {}: {source}{}", path.display(), lock_hint(source))]
     Io {
         path: PathBuf,
         source: std::io::Error,
     },
+}
+
+fn lock_hint(e: &std::io::Error) -> &'static str {
+    match e.raw_os_error() {
+        Some(nix::libc::EROFS) => " (read-only file system: point output.dir at a writable place)",
+        Some(nix::libc::EACCES) | Some(nix::libc::EPERM) => {
+            " (permission denied: run as root, or make output.dir writable by this user)"
+        }
+        _ => "",
+    }
 }
 
 /// Released when dropped (the kernel drops the flock with the descriptor).

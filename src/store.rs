@@ -68,6 +68,9 @@ fn hint(e: &std::io::Error) -> &'static str {
         _ if e.raw_os_error() == Some(nix::libc::ENOSPC) => {
             " (the file system is full: free space under output.dir)"
         }
+        _ if e.raw_os_error() == Some(nix::libc::EFBIG) => {
+            " (a file size limit was hit: check `ulimit -f` / LimitFSIZE= for this service)"
+        }
         _ if e.raw_os_error() == Some(nix::libc::EROFS) => {
             " (read-only file system: point output.dir at a writable place)"
         }

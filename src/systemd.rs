@@ -39,8 +39,14 @@ impl Notifier {
         self.send(&[NotifyState::Ready]);
     }
 
+    /// One line: the protocol is newline-separated, so a newline in `text` (from an error
+    /// message) would otherwise add fields such as READY=1.
     pub fn status(&self, text: &str) {
-        self.send(&[NotifyState::Status(text)]);
+        let line: String = text
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        self.send(&[NotifyState::Status(&line)]);
     }
 
     pub fn watchdog(&self) {

@@ -49,8 +49,8 @@ impl LeafInfo {
             not_after: cert.validity().not_after.to_datetime(),
             serial_hex: hex_upper(trim_sign_byte(cert.tbs_certificate.raw_serial())),
             fingerprint_sha256: hex_lower(&openssl::sha::sha256(der)),
-            subject: cert.subject().to_string(),
-            issuer: cert.issuer().to_string(),
+            subject: name(cert.subject()),
+            issuer: name(cert.issuer()),
             public_key_der: cert.public_key().raw.to_vec(),
         }
     }
@@ -223,15 +223,15 @@ pub fn validate(
         if child.verify_signature(Some(parent.public_key())).is_err() {
             return Err(Rejection::BadSignature {
                 index: pair[0],
-                subject: child.subject().to_string(),
+                subject: name(child.subject()),
                 issuer_index: pair[1],
-                issuer: parent.subject().to_string(),
+                issuer: name(parent.subject()),
             });
         }
         if !is_ca(parent) {
             return Err(Rejection::NotCa {
                 index: pair[1],
-                subject: parent.subject().to_string(),
+                subject: name(parent.subject()),
             });
         }
     }
@@ -289,7 +289,7 @@ fn check_window(
     if now >= not_after {
         return Err(Rejection::Expired {
             index,
-            subject: cert.subject().to_string(),
+            subject: name(cert.subject()),
             not_after: rfc3339(not_after),
             now: rfc3339(now),
         });
@@ -297,7 +297,7 @@ fn check_window(
     if now + skew < not_before {
         return Err(Rejection::NotYetValid {
             index,
-            subject: cert.subject().to_string(),
+            subject: name(cert.subject()),
             not_before: rfc3339(not_before),
             now: rfc3339(now),
         });
@@ -336,7 +336,7 @@ fn chain_order(certs: &[X509Certificate<'_>], our_key: &[u8]) -> Result<Vec<usiz
         let stray = if order.len() == 1 { order[0] } else { index };
         return Err(Rejection::BrokenChain {
             index: stray,
-            subject: certs[stray].subject().to_string(),
+            subject: name(certs[stray].subject()),
         });
     }
     Ok(order)
@@ -356,11 +356,20 @@ fn check_anchor(last: &X509Certificate<'_>, anchor: &Anchor) -> Result<(), Rejec
         Ok(())
     } else {
         Err(Rejection::UntrustedAnchor {
-            anchor: root.subject().to_string(),
-            last: last.subject().to_string(),
-            last_issuer: last.issuer().to_string(),
+            anchor: name(root.subject()),
+            last: name(last.subject()),
+            last_issuer: name(last.issuer()),
         })
     }
+}
+
+/// A distinguished name as one printable line. Names come from the service's certificates and
+/// end up in logs, `status` and systemd's status line, where a newline would forge a line.
+fn name(n: &x509_parser::x509::X509Name<'_>) -> String {
+    n.to_string()
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
 }
 
 /// A DER INTEGER's leading 0x00 only keeps it positive; `openssl -serial` does not print it.
@@ -747,5 +756,16 @@ mod tests {
             let anchor = Anchor::from_pem(f.root_pem.as_bytes()).unwrap();
             validate(&f.certs, &f.key_der, Some(&anchor), now(), DEFAULT_SKEW).unwrap();
         }
+    }
+
+    #[test]
+    fn names_are_printed_on_one_line() {
+        let mut b = openssl::x509::X509Name::builder().unwrap();
+        b.append_entry_by_text("O", "evil\nREADY=1").unwrap();
+        let der = b.build().to_der().unwrap();
+        let (_, parsed) = x509_parser::x509::X509Name::from_der(&der).unwrap();
+        let shown = name(&parsed);
+        assert!(!shown.contains('\n'), "{shown:?}");
+        assert!(shown.contains("READY=1"));
     }
 }
