@@ -269,16 +269,21 @@ impl KeySource {
     pub async fn take(&mut self, config: &Config, store: &Store) -> Result<PrivateKey, KeyError> {
         if config.certificate.reuse_key {
             if let Some(key) = installed_key(store) {
+                tracing::debug!("reusing the installed key (certificate.reuse_key)");
                 return Ok(key);
             }
         }
         if let Some(rx) = self.next.take() {
             match rx.await {
-                Ok(Ok(key)) if key.bits() == self.bits => return Ok(key),
+                Ok(Ok(key)) if key.bits() == self.bits => {
+                    tracing::debug!(bits = self.bits, "using the pre-generated key");
+                    return Ok(key);
+                }
                 Ok(Err(e)) => tracing::warn!("pre-generated key failed ({e}); generating again"),
                 _ => {}
             }
         }
+        tracing::debug!(bits = self.bits, "generating a key");
         PrivateKey::generate_blocking(self.bits).await
     }
 }

@@ -113,10 +113,16 @@ fn sigusr1_renews_now_and_sighup_with_a_broken_config_keeps_the_old_one() {
         current_serial(&setup)
     });
 
+    // The key for the next renewal was made ahead of time, after the install.
     daemon.signal(Signal::SIGUSR1);
     let second = wait_for(Duration::from_secs(20), "renewal after SIGUSR1", || {
         current_serial(&setup).filter(|s| *s != first)
     });
+    assert!(
+        daemon.log_text().contains("using the pre-generated key"),
+        "{}",
+        daemon.log_text()
+    );
 
     let good = std::fs::read_to_string(&setup.config).unwrap();
     std::fs::write(
@@ -466,4 +472,24 @@ fn systemd_hears_ready_status_watchdog_and_stopping() {
     listen(&mut heard, &|h| h.iter().any(|m| m == "STOPPING=1"));
     assert!(heard.iter().any(|m| m == "STOPPING=1"), "{heard:?}");
     assert_eq!(daemon.wait_exit(Duration::from_secs(5)), Some(0));
+}
+
+#[test]
+fn an_edited_config_file_is_reloaded_without_a_signal() {
+    let emulator = Emulator::start(&[]);
+    let setup = Setup::new(&emulator, 2048, "", "");
+    let daemon = DaemonProc::start(&setup);
+    wait_for(Duration::from_secs(20), "first install", || {
+        current_serial(&setup)
+    });
+    let text = std::fs::read_to_string(&setup.config).unwrap();
+    // An editor-style replace: write elsewhere, rename over.
+    let tmp = setup.config.with_extension("toml.new");
+    std::fs::write(&tmp, text.replace("jitter = \"0s\"", "jitter = \"1s\"")).unwrap();
+    std::fs::rename(&tmp, &setup.config).unwrap();
+    wait_for(Duration::from_secs(5), "the reload", || {
+        let log = daemon.log_text();
+        (log.contains("the configuration file changed") && log.contains("configuration reloaded"))
+            .then_some(())
+    });
 }
