@@ -22,30 +22,31 @@ fn on_path(program: &str) -> bool {
         .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
 }
 
+/// A fresh RSA-2048 key and a self-signed certificate for `cn` (with `san`, if given).
+fn self_signed(key: &Path, cert: &Path, cn: &str, san: Option<&str>) {
+    let subject = format!("/CN={cn}");
+    let mut args = vec![
+        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+    ];
+    args.extend(["-subj", &subject]);
+    let ext = san.map(|s| format!("subjectAltName={s}"));
+    if let Some(ext) = &ext {
+        args.extend(["-addext", ext]);
+    }
+    args.extend([
+        "-keyout",
+        key.to_str().unwrap(),
+        "-out",
+        cert.to_str().unwrap(),
+    ]);
+    let (ok, out) = run_tool("openssl", &args);
+    assert!(ok, "{out}");
+}
+
 /// The file server's own key and self-signed certificate for `localhost`.
 fn server_identity(dir: &Path) -> (PathBuf, PathBuf) {
     let (cert, key) = (dir.join("server.pem"), dir.join("server.key"));
-    let (ok, out) = run_tool(
-        "openssl",
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost,IP:127.0.0.1",
-            "-keyout",
-            key.to_str().unwrap(),
-            "-out",
-            cert.to_str().unwrap(),
-        ],
-    );
-    assert!(ok, "{out}");
+    self_signed(&key, &cert, "localhost", Some("DNS:localhost,IP:127.0.0.1"));
     (cert, key)
 }
 
@@ -244,25 +245,12 @@ fn stunnel_presents_the_installed_certificate_and_the_rotated_one_after_the_hook
     // A set from a foreign CA is refused by the server: the test can fail.
     let foreign = setup.out.join("generations").join("999999-foreign");
     std::fs::create_dir_all(&foreign).unwrap();
-    let (ok, out) = run_tool(
-        "openssl",
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=impostor",
-            "-keyout",
-            foreign.join("key.pem").to_str().unwrap(),
-            "-out",
-            foreign.join("fullchain.pem").to_str().unwrap(),
-        ],
+    self_signed(
+        &foreign.join("key.pem"),
+        &foreign.join("fullchain.pem"),
+        "impostor",
+        None,
     );
-    assert!(ok, "{out}");
     let tmp_link = setup.out.join("current.foreign");
     std::os::unix::fs::symlink("generations/999999-foreign", &tmp_link).unwrap();
     std::fs::rename(&tmp_link, setup.current()).unwrap();
