@@ -493,3 +493,46 @@ fn an_edited_config_file_is_reloaded_without_a_signal() {
             .then_some(())
     });
 }
+
+#[test]
+fn a_refusal_no_retry_can_fix_is_retried_only_at_the_cap() {
+    let emulator = Emulator::start(&[]);
+    let setup = Setup::new(
+        &emulator,
+        2048,
+        "",
+        "[retry]\ninitial = \"1s\"\nmax = \"3s\"\n",
+    );
+    let daemon = DaemonProc::start(&setup);
+    let first = wait_for(Duration::from_secs(20), "first install", || {
+        current_serial(&setup)
+    });
+    emulator.set_fault("refuse-csr", None);
+    let before = emulator.requests().len();
+    daemon.signal(Signal::SIGUSR1);
+    std::thread::sleep(Duration::from_secs(8));
+    let certificate_calls: Vec<_> = emulator.requests()[before..]
+        .iter()
+        .filter(|r| r["path"] == "/identity/v1/certificates")
+        .cloned()
+        .collect();
+    // At the 3 s cap from the first refusal on: t = 0, 3, 6 s → 3 calls, where transient
+    // backoff (1 s, then up to 2 s, ...) would have made about five.
+    assert!(
+        (2..=3).contains(&certificate_calls.len()),
+        "{} certificate calls in 8 s: {certificate_calls:?}",
+        certificate_calls.len()
+    );
+    assert!(certificate_calls.iter().all(|r| r["status"] == 400));
+    let log = daemon.log_text();
+    assert!(
+        log.contains("will keep failing until the configuration is fixed")
+            && log.contains("invalid_csr"),
+        "{log}"
+    );
+    assert_eq!(
+        current_serial(&setup),
+        Some(first),
+        "the installed set must stay"
+    );
+}

@@ -26,6 +26,7 @@ const MODES: &[&str] = &[
     "slow",
     "reset",
     "token-401",
+    "refuse-csr",
     "expired",
     "not-yet-valid",
     "bad-signature",
@@ -252,9 +253,17 @@ fn reset_is_refused_as_a_broken_off_response() {
 
 /// The calls of a refused certificate mode: one untouched token call, one certificate call.
 fn token_then_certificate(installed: &Installed) {
+    token_then_certificate_status(installed, 201);
+}
+
+/// The same, for a mode that answers the certificate call with `status`.
+fn token_then_certificate_status(installed: &Installed, status: u64) {
     assert_eq!(
         installed.calls_since(),
-        [call("PUT", TOKEN_PATH, 200), call("POST", CERT_PATH, 201)]
+        [
+            call("PUT", TOKEN_PATH, 200),
+            call("POST", CERT_PATH, status)
+        ]
     );
 }
 
@@ -297,6 +306,13 @@ fn token_401_every_time_is_retried_once_then_refused() {
             call("POST", CERT_PATH, 401),
         ]
     );
+}
+
+#[test]
+fn a_refused_csr_names_the_service_code_and_the_config_to_check() {
+    let (installed, error) = refused("refuse-csr", "", "HTTP 400: invalid_csr");
+    assert!(error.contains("certificate.subject"), "{error}");
+    token_then_certificate_status(&installed, 400);
 }
 
 #[test]

@@ -44,6 +44,8 @@ pub enum Fault {
     Reset,
     /// Certificate calls: 401 `invalid_token`, as if the token had been revoked.
     Token401,
+    /// Certificate calls: 400 `invalid_csr`, a refusal that retrying cannot fix.
+    RefuseCsr,
     /// Certificate calls: a leaf whose notAfter is in the past.
     Expired,
     /// Certificate calls: a leaf whose notBefore is an hour ahead.
@@ -101,6 +103,7 @@ impl Fault {
         Fault::Slow,
         Fault::Reset,
         Fault::Token401,
+        Fault::RefuseCsr,
         Fault::Expired,
         Fault::NotYetValid,
         Fault::BadSignature,
@@ -125,6 +128,7 @@ impl Fault {
             Fault::Slow => "slow",
             Fault::Reset => "reset",
             Fault::Token401 => "token-401",
+            Fault::RefuseCsr => "refuse-csr",
             Fault::Expired => "expired",
             Fault::NotYetValid => "not-yet-valid",
             Fault::BadSignature => "bad-signature",
@@ -151,6 +155,9 @@ impl Fault {
             Fault::Reset => "every call's connection is closed halfway through the response body",
             Fault::Token401 => {
                 "certificate calls answer 401 invalid_token, as if the token had been revoked"
+            }
+            Fault::RefuseCsr => {
+                "certificate calls answer 400 invalid_csr, a refusal no retry can fix"
             }
             Fault::Expired => "certificate calls return a leaf whose notAfter is in the past",
             Fault::NotYetValid => "certificate calls return a leaf whose notBefore is 1 h ahead",
@@ -187,6 +194,7 @@ impl Fault {
             | Fault::Slow
             | Fault::Reset => Scope::EveryCall,
             Fault::Token401
+            | Fault::RefuseCsr
             | Fault::Expired
             | Fault::NotYetValid
             | Fault::BadSignature

@@ -110,6 +110,12 @@ async fn fault_gate(State(shared): State<Arc<Shared>>, mut req: Request, next: N
             }
             misbehave::revoked_token()
         }
+        Fault::RefuseCsr => ApiError::bad_request(
+            "invalid_csr",
+            "The certificate signing request was refused: its subject is not accepted for this \
+             instance.",
+        )
+        .into_response(),
         _ => next.run(req).await,
     }
 }
