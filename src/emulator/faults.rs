@@ -353,7 +353,7 @@ mod tests {
     #[test]
     fn every_mode_is_listed_once_with_a_unique_name() {
         let mut names: Vec<&str> = Fault::ALL.iter().map(|f| f.name()).collect();
-        assert_eq!(names.len(), 19);
+        assert_eq!(names.len(), 20);
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), Fault::ALL.len());
