@@ -208,29 +208,29 @@ impl Client {
     pub async fn connect(config: &MetadataConfig) -> Result<Client, ClientError> {
         match &config.endpoint {
             Endpoint::Url(url) => Client::new(config, url),
-            Endpoint::Auto => {
-                let mut errors = Vec::new();
-                for candidate in AUTO_CANDIDATES {
-                    let client = Client::new(config, candidate)?;
-                    match client.token().await {
-                        Ok(_) => {
-                            tracing::info!(
-                                endpoint = candidate,
-                                "endpoint = auto: using {candidate}"
-                            );
-                            return Ok(client);
-                        }
-                        Err(e) => {
-                            tracing::info!(endpoint = candidate, error = %e, "endpoint = auto: {candidate} did not answer");
-                            errors.push(format!("{candidate}: {e}"));
-                        }
-                    }
+            Endpoint::Auto => Client::probe(config, &AUTO_CANDIDATES).await,
+        }
+    }
+
+    /// The first of `candidates` that answers a token request.
+    async fn probe(config: &MetadataConfig, candidates: &[&str]) -> Result<Client, ClientError> {
+        let mut errors = Vec::new();
+        for candidate in candidates {
+            let client = Client::new(config, candidate)?;
+            match client.token().await {
+                Ok(()) => {
+                    tracing::info!(endpoint = candidate, "endpoint = auto: using {candidate}");
+                    return Ok(client);
                 }
-                Err(ClientError::NoEndpoint {
-                    detail: errors.join("; "),
-                })
+                Err(e) => {
+                    tracing::info!(endpoint = candidate, error = %e, "endpoint = auto: {candidate} did not answer");
+                    errors.push(format!("{candidate}: {e}"));
+                }
             }
         }
+        Err(ClientError::NoEndpoint {
+            detail: errors.join("; "),
+        })
     }
 
     /// A client for one base URL, without probing.
@@ -674,6 +674,25 @@ mod tests {
     fn token_is_redacted() {
         let t = AccessToken(Zeroizing::new("very-secret".into()));
         assert_eq!(format!("{t:?}"), "AccessToken(<redacted>)");
+    }
+
+    #[tokio::test]
+    async fn auto_takes_the_first_candidate_that_answers() {
+        let emulator = crate::emulator::start(crate::emulator::Options::default())
+            .await
+            .unwrap();
+        let config = MetadataConfig::default();
+        // Nothing listens on port 1: refused at once, then the emulator answers.
+        let chosen = Client::probe(&config, &["http://127.0.0.1:1", emulator.base_url()])
+            .await
+            .unwrap();
+        assert_eq!(chosen.base_url(), emulator.base_url());
+        let e = Client::probe(&config, &["http://127.0.0.1:1"])
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ClientError::NoEndpoint { .. }));
+        assert!(e.to_string().contains("http://127.0.0.1:1"), "{e}");
+        emulator.shutdown().await;
     }
 
     #[test]
