@@ -99,6 +99,28 @@ pub struct Daemon {
     notifier: Notifier,
     ready_sent: bool,
     metrics_override: Option<PathBuf>,
+    /// Installed in `start`, before the first log line: a signal sent as soon as the daemon
+    /// says it is up must not meet the default action (which ends the process).
+    signals: Option<Signals>,
+}
+
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+    usr1: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Signals, DaemonError> {
+        let on = |kind| signal(kind).map_err(DaemonError::Signals);
+        Ok(Signals {
+            term: on(SignalKind::terminate())?,
+            int: on(SignalKind::interrupt())?,
+            hup: on(SignalKind::hangup())?,
+            usr1: on(SignalKind::user_defined1())?,
+        })
+    }
 }
 
 impl Daemon {
@@ -107,6 +129,7 @@ impl Daemon {
         config_path: &Path,
         metrics_file: Option<PathBuf>,
     ) -> Result<Daemon, DaemonError> {
+        let signals = Some(Signals::install()?);
         let config = Config::load(config_path)?;
         let store = Store::new(
             &config.output.dir,
@@ -138,6 +161,7 @@ impl Daemon {
             notifier: Notifier::from_env(),
             ready_sent: false,
             metrics_override: metrics_file,
+            signals,
         };
         daemon.reschedule_from_disk();
         // With time to spare, the first renewal's key is made now, at low priority; when a
@@ -227,10 +251,15 @@ impl Daemon {
 
     /// Runs until `shutdown` resolves (or SIGTERM/SIGINT arrive).
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
-        let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
-        let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
-        let mut hup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
-        let mut usr1 = signal(SignalKind::user_defined1()).map_err(DaemonError::Signals)?;
+        let Signals {
+            mut term,
+            mut int,
+            mut hup,
+            mut usr1,
+        } = match self.signals.take() {
+            Some(signals) => signals,
+            None => Signals::install()?,
+        };
         let (fs_tx, mut fs_rx) = mpsc::channel::<notify::Result<notify::Event>>(64);
         let mut watcher = self.watch(fs_tx.clone());
         let watchdog = self.notifier.watchdog_interval();

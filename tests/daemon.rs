@@ -536,3 +536,48 @@ fn a_refusal_no_retry_can_fix_is_retried_only_at_the_cap() {
         "the installed set must stay"
     );
 }
+
+#[test]
+fn a_stop_while_the_next_key_is_being_generated_exits_cleanly() {
+    // After each install the daemon starts generating the next RSA-4096 key on a thread of
+    // its own; a stop then must neither wait for it nor crash the exit (OpenSSL's exit-time
+    // cleanup once freed its state under that thread: a segfault or a hang, now and then).
+    let emulator = Emulator::start(&[]);
+    let setup = Setup::new(&emulator, 4096, "", "");
+    for round in 0..3 {
+        let mut daemon = DaemonProc::start(&setup);
+        let before = setup.generations().len();
+        if round > 0 {
+            // Signal only once it listens: SIGUSR1's default action would end it.
+            wait_for(Duration::from_secs(10), "the daemon to start", || {
+                daemon
+                    .log_text()
+                    .contains("installed certificate is valid")
+                    .then_some(())
+            });
+            daemon.signal(Signal::SIGUSR1);
+        }
+        wait_for(Duration::from_secs(60), "an install", || {
+            (setup.generations().len() > before).then_some(())
+        });
+        wait_for(
+            Duration::from_secs(10),
+            "the next key to be under way",
+            || {
+                daemon
+                    .log_text()
+                    .contains("next renewal scheduled")
+                    .then_some(())
+            },
+        );
+        let sent = Instant::now();
+        daemon.signal(Signal::SIGTERM);
+        let code = daemon.wait_exit(Duration::from_secs(5));
+        assert_eq!(code, Some(0), "round {round}: {}", daemon.log_text());
+        assert!(
+            sent.elapsed() < Duration::from_secs(2),
+            "round {round}: {:?}",
+            sent.elapsed()
+        );
+    }
+}
