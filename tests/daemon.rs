@@ -96,6 +96,11 @@ fn rotates_before_expiry_and_runs_hooks_with_the_documented_environment() {
         );
         previous_serial = serial;
     }
+    // One token (5 minutes, with a margin) served every rotation: it is cached across attempts.
+    let requests = emulator.requests();
+    let count = |path: &str| requests.iter().filter(|r| r["path"] == path).count();
+    assert!(count("/identity/v1/certificates") >= 4, "{requests:?}");
+    assert_eq!(count("/identity/v1/token"), 1, "{requests:?}");
     let hook_runs = std::fs::read_dir(hook_dir.path()).unwrap().count();
     assert!(
         hook_runs >= 4 && hook_runs <= gens.len(),
