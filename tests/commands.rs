@@ -10,17 +10,7 @@ use common::*;
 fn token_goes_to_stdout_only_even_with_trace_logging() {
     let emulator = Emulator::start(&[]);
     let setup = Setup::new(&emulator, 2048, "", "");
-    let o = Command::new(bin())
-        .args([
-            "--config",
-            setup.config.to_str().unwrap(),
-            "token",
-            "--lifetime",
-            "30s",
-        ])
-        .env("RUST_LOG", "trace")
-        .output()
-        .unwrap();
+    let o = setup.run_with_env(&["token", "--lifetime", "30s"], &[("RUST_LOG", "trace")]);
     assert_exit(&o, 0);
     let token = stdout(&o).trim().to_string();
     assert_eq!(stdout(&o).lines().count(), 1);
@@ -182,16 +172,7 @@ fn completions_and_man_page_cover_the_commands() {
 fn json_log_format_emits_json_lines() {
     let emulator = Emulator::start(&[]);
     let setup = Setup::new(&emulator, 2048, "", "");
-    let o = Command::new(bin())
-        .args([
-            "--config",
-            setup.config.to_str().unwrap(),
-            "--log-format",
-            "json",
-            "renew",
-        ])
-        .output()
-        .unwrap();
+    let o = setup.run(&["--log-format", "json", "renew"]);
     assert_exit(&o, 0);
     let lines: Vec<&str> = std::str::from_utf8(&o.stderr).unwrap().lines().collect();
     assert!(!lines.is_empty());

@@ -42,10 +42,7 @@ fn rotates_before_expiry_and_runs_hooks_with_the_documented_environment() {
     );
     let setup = Setup::new(&emulator, 2048, "", &format!("{hooks}\n"));
     // Keep every generation so each one can be checked afterwards.
-    let text = std::fs::read_to_string(&setup.config)
-        .unwrap()
-        .replace("[output]\n", "[output]\nkeep = 20\n");
-    std::fs::write(&setup.config, text).unwrap();
+    setup.add_output_settings("keep = 20");
     let daemon = DaemonProc::start(&setup);
     wait_for(Duration::from_secs(30), "4 generations", || {
         (generation_count(&setup) >= 4).then_some(())
@@ -276,11 +273,7 @@ fn metrics_textfile_follows_the_installed_certificate() {
     let emulator = Emulator::start(&[]);
     let setup = Setup::new(&emulator, 2048, "", "");
     let metrics = setup.tmp.path().join("eit.prom");
-    let text = std::fs::read_to_string(&setup.config).unwrap().replace(
-        "[output]\n",
-        &format!("[output]\nmetrics_file = \"{}\"\n", metrics.display()),
-    );
-    std::fs::write(&setup.config, text).unwrap();
+    setup.add_output_settings(&format!("metrics_file = \"{}\"", metrics.display()));
     let _daemon = DaemonProc::start(&setup);
     let serial = wait_for(Duration::from_secs(20), "first install", || {
         current_serial(&setup)

@@ -180,10 +180,7 @@ fn output_group_makes_the_key_readable_by_that_group_only() {
     use std::os::unix::fs::MetadataExt;
     let emulator = Emulator::start(&[]);
     let setup = Setup::new(&emulator, 2048, "", "");
-    let text = std::fs::read_to_string(&setup.config)
-        .unwrap()
-        .replace("[output]\n", "[output]\ngroup = \"daemon\"\n");
-    std::fs::write(&setup.config, text).unwrap();
+    setup.add_output_settings("group = \"daemon\"");
     assert_exit(&setup.run(&["renew"]), 0);
     let gid = nix::unistd::Group::from_name("daemon")
         .unwrap()
