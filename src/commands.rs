@@ -20,7 +20,7 @@ use crate::emulator;
 use crate::lock::DirLock;
 use crate::metadata::client::Client;
 use crate::pki::validate::rfc3339;
-use crate::renew::{AttemptOutcome, KeySource, RenewError, Renewed, Renewer};
+use crate::renew::{AttemptOutcome, KeySource, Renewed, Renewer};
 use crate::schedule::Policy;
 use crate::state::State;
 use crate::status;
@@ -169,10 +169,7 @@ async fn renew(config_path: &Path, args: &RenewArgs) -> Outcome {
     if !args.force {
         if let Ok(Some(current)) = store.read_current() {
             let leaf = &current.leaf;
-            if current.key_matches
-                && now < leaf.not_after
-                && !policy.is_due(leaf.not_before, leaf.not_after, now)
-            {
+            if current.is_usable(now) && !policy.is_due(leaf.not_before, leaf.not_after, now) {
                 println!(
                     "nothing to do: serial {} is valid until {}, renewal due at {} (use --force to renew now)",
                     leaf.serial_hex,
@@ -203,14 +200,7 @@ async fn renew_with_state(renewer: &Renewer) -> Result<AttemptOutcome, Failure> 
     let dir = renewer.store().dir().to_path_buf();
     let mut state = State::load(&dir);
     let mut keys = KeySource::new(config.certificate.key_bits.0);
-    let result = match keys.take(config, renewer.store()).await {
-        Ok(key) => renewer.attempt(key, &mut state).await,
-        Err(e) => {
-            let e = RenewError::from(e);
-            state.record_failure(OffsetDateTime::now_utc(), &e.to_string());
-            Err(e)
-        }
-    };
+    let result = renewer.attempt(&mut keys, &mut state).await;
     if let Ok(outcome) = &result {
         let leaf = &outcome.renewed.verified.leaf;
         let policy = Policy::from(&config.certificate);

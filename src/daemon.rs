@@ -201,7 +201,7 @@ impl Daemon {
     fn reschedule_from_disk(&mut self) {
         let now = OffsetDateTime::now_utc();
         match self.renewer.store().read_current() {
-            Ok(Some(set)) if set.key_matches && now < set.leaf.not_after => {
+            Ok(Some(set)) if set.is_usable(now) => {
                 let leaf = &set.leaf;
                 self.next_attempt =
                     self.policy()
@@ -355,16 +355,7 @@ impl Daemon {
 
     /// One renewal attempt with its bookkeeping; never fails the daemon.
     async fn attempt(&mut self) {
-        let key = self.keys.take(&self.config, self.renewer.store()).await;
-        let result = match key {
-            Ok(key) => self.renewer.attempt(key, &mut self.state).await,
-            Err(e) => {
-                let e = RenewError::from(e);
-                self.state
-                    .record_failure(OffsetDateTime::now_utc(), &e.to_string());
-                Err(e)
-            }
-        };
+        let result = self.renewer.attempt(&mut self.keys, &mut self.state).await;
         let now = OffsetDateTime::now_utc();
         match result {
             Ok(outcome) => {
@@ -464,7 +455,7 @@ impl Daemon {
     fn check_installed(&mut self) {
         let now = OffsetDateTime::now_utc();
         match self.renewer.store().read_current() {
-            Ok(Some(set)) if set.key_matches && now < set.leaf.not_after => {}
+            Ok(Some(set)) if set.is_usable(now) => {}
             Ok(_) | Err(_) => {
                 tracing::warn!(
                     "the installed certificate set was removed or damaged; repairing it now"

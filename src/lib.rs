@@ -24,4 +24,5 @@ pub mod state;
 pub mod status;
 pub mod store;
 pub mod systemd;
+pub mod text;
 pub mod wallclock;

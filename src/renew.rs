@@ -128,13 +128,17 @@ impl Renewer {
         &self.config
     }
 
-    /// [`Renewer::renew`], then the hooks, with the outcome recorded in `state` (not saved).
+    /// A key from `keys`, [`Renewer::renew`], then the hooks, with the outcome (a failed key
+    /// generation included) recorded in `state` (not saved).
     pub async fn attempt(
         &self,
-        key: PrivateKey,
+        keys: &mut KeySource,
         state: &mut State,
     ) -> Result<AttemptOutcome, RenewError> {
-        let result = self.renew(key).await;
+        let result = match keys.take(&self.config, &self.store).await {
+            Ok(key) => self.renew(key).await,
+            Err(e) => Err(e.into()),
+        };
         let now = OffsetDateTime::now_utc();
         match result {
             Ok(renewed) => {

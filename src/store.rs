@@ -98,6 +98,13 @@ pub struct CurrentSet {
     pub key_matches: bool,
 }
 
+impl CurrentSet {
+    /// Whether a TLS client can use this set at `now`: the key matches and it has not expired.
+    pub fn is_usable(&self, now: OffsetDateTime) -> bool {
+        self.key_matches && now < self.leaf.not_after
+    }
+}
+
 /// One installed generation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Generation {

@@ -42,11 +42,7 @@ impl Notifier {
     /// One line: the protocol is newline-separated, so a newline in `text` (from an error
     /// message) would otherwise add fields such as READY=1.
     pub fn status(&self, text: &str) {
-        let line: String = text
-            .chars()
-            .map(|c| if c.is_control() { ' ' } else { c })
-            .collect();
-        self.send(&[NotifyState::Status(&line)]);
+        self.send(&[NotifyState::Status(&crate::text::one_line(text))]);
     }
 
     pub fn watchdog(&self) {

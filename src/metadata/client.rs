@@ -579,17 +579,8 @@ fn error_message(status: StatusCode, body: &[u8]) -> String {
 /// become spaces, and the text is cut at 500 characters.
 fn one_line(text: &str) -> String {
     const LIMIT: usize = 500;
-    let mut line: String = text
-        .chars()
-        .take(LIMIT)
-        .map(|c| {
-            if c.is_control() || (c.is_whitespace() && c != ' ') {
-                ' '
-            } else {
-                c
-            }
-        })
-        .collect();
+    let head: String = text.chars().take(LIMIT).collect();
+    let mut line = crate::text::one_line(&head);
     if text.chars().nth(LIMIT).is_some() {
         line.push('…');
     }

@@ -366,10 +366,7 @@ fn check_anchor(last: &X509Certificate<'_>, anchor: &Anchor) -> Result<(), Rejec
 /// A distinguished name as one printable line. Names come from the service's certificates and
 /// end up in logs, `status` and systemd's status line, where a newline would forge a line.
 fn name(n: &x509_parser::x509::X509Name<'_>) -> String {
-    n.to_string()
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
+    crate::text::one_line(&n.to_string())
 }
 
 /// A DER INTEGER's leading 0x00 only keeps it positive; `openssl -serial` does not print it.
