@@ -1,11 +1,10 @@
 //! `eit-certd run` against the real emulator: rotations, hooks, signals, repair, one instance.
 
-mod common;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use nix::sys::signal::Signal;
 
 fn generation_count(setup: &Setup) -> usize {

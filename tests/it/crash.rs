@@ -34,14 +34,13 @@
 //! before the generation is complete, or if leftovers are not cleaned; the order of fsyncs and
 //! renames is checked by the strace test at the end of this file.
 
-mod common;
 
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 /// A small xorshift generator: the test needs uniform draws, not cryptography, and a seed to
 /// replay a failing run.

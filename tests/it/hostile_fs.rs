@@ -6,7 +6,6 @@
 //! `mount` is refused, the full case falls back to `RLIMIT_FSIZE` in the child (forced with
 //! `HOSTILE_FS_NO_MOUNT=1`), and the read-only case says why it is skipped.
 
-mod common;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -14,7 +13,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use common::*;
+use crate::common::*;
 
 /// A setup whose `output.dir` is `dir` instead of the temporary directory's `out`.
 fn setup_with_output(emulator: &Emulator, dir: &Path) -> Setup {

@@ -1,21 +1,20 @@
 //! The README's first command: `eit-certd demo` must work on a fresh machine, with no config,
 //! and write nothing outside its own temporary directory.
 
-mod common;
 
 use std::process::Command;
 
 #[test]
 fn demo_renews_rotates_three_times_and_exits_0() {
     let tmpdir = tempfile::tempdir().unwrap();
-    let o = Command::new(common::bin())
+    let o = Command::new(crate::common::bin())
         .arg("demo")
         .env("TMPDIR", tmpdir.path())
         .env("EIT_CERTD_CONFIG", "/nonexistent/should-not-be-read.toml")
         .output()
         .unwrap();
-    common::assert_exit(&o, 0);
-    let out = common::stdout(&o);
+    crate::common::assert_exit(&o, 0);
+    let out = crate::common::stdout(&o);
     for step in [
         "1. started",
         "2. `eit-certd renew`",
@@ -40,7 +39,7 @@ fn demo_renews_rotates_three_times_and_exits_0() {
     let root = dirs[0].path();
     assert!(root.join("out/current/cert.pem").is_file());
     assert!(root.join("emulator/ca.pem").is_file());
-    let (ok, verify) = common::openssl_verify(
+    let (ok, verify) = crate::common::openssl_verify(
         &root.join("emulator/ca.pem"),
         &root.join("out/current"),
         None,

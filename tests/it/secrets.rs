@@ -16,11 +16,10 @@
 //!
 //! The emulator's own output is not checked: it is the service, which holds the tokens.
 
-mod common;
 
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 /// The base64url of `{"alg":`, the start of every JWT-shaped token the emulator issues
 /// (`src/emulator/ids.rs`: `eyJhbGciOiJSUzI1NiIs…` for identity, `eyJhbGciOiJIUzI1NiIs…` for

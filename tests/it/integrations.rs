@@ -5,7 +5,6 @@
 //! Skipped, with the reason printed, where stunnel4 / gnutls-bin are not installed (`.ci/run`
 //! installs them).
 
-mod common;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -14,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use openssl::ssl::{SslAcceptor, SslFiletype, SslMethod, SslVerifyMode};
 
 fn on_path(program: &str) -> bool {

@@ -1,6 +1,5 @@
 //! Bad configuration is a usage error (exit 2) that names the key and the line.
 
-mod common;
 
 use std::process::Command;
 
@@ -8,14 +7,14 @@ fn check(toml: &str, expect: &[&str]) {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("config.toml");
     std::fs::write(&path, toml).unwrap();
-    let o = Command::new(common::bin())
+    let o = Command::new(crate::common::bin())
         .arg("--config")
         .arg(&path)
         .args(["renew"])
         .output()
         .unwrap();
-    common::assert_exit(&o, 2);
-    let err = common::stderr(&o);
+    crate::common::assert_exit(&o, 2);
+    let err = crate::common::stderr(&o);
     assert!(
         err.contains(path.to_str().unwrap()),
         "the file is named: {err}"
@@ -58,10 +57,10 @@ fn lifetime_not_a_duration() {
 
 #[test]
 fn missing_config_file_says_how_to_create_one() {
-    let o = Command::new(common::bin())
+    let o = Command::new(crate::common::bin())
         .args(["--config", "/nonexistent/eit-certd.toml", "status"])
         .output()
         .unwrap();
-    common::assert_exit(&o, 2);
-    assert!(common::stderr(&o).contains("/nonexistent/eit-certd.toml"));
+    crate::common::assert_exit(&o, 2);
+    assert!(crate::common::stderr(&o).contains("/nonexistent/eit-certd.toml"));
 }

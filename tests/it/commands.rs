@@ -1,10 +1,9 @@
 //! The scripting and first-run commands against the real emulator.
 
-mod common;
 
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 #[test]
 fn token_goes_to_stdout_only_even_with_trace_logging() {

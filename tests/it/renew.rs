@@ -1,8 +1,7 @@
 //! One-shot renewal against the real emulator, through the real binary.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 
 fn verify_with_openssl(setup: &Setup, emulator: &Emulator) {
     let cur = setup.current();

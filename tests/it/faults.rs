@@ -5,14 +5,13 @@
 //! byte-identical apart from `state.json`, which records the failure (and `.lock`, which
 //! holds the pid of the last writer).
 
-mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;

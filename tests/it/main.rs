@@ -1,0 +1,17 @@
+//! The integration tests: one binary (as ripgrep keeps them), a module per area. Every test
+//! starts the real `eit-certd` binary, and where it needs a service, the real emulator.
+#![allow(dead_code)]
+
+mod common;
+
+mod commands;
+mod config_errors;
+mod crash;
+mod daemon;
+mod demo;
+mod faults;
+mod hook_scripts;
+mod hostile_fs;
+mod integrations;
+mod renew;
+mod secrets;
