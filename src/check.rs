@@ -120,7 +120,57 @@ pub fn offline(config: &Config) -> Vec<Problem> {
     problems
 }
 
+/// Who may change the config file: a file that others can write lets them choose the hooks a
+/// root daemon runs and where it writes keys.
+pub fn config_file(path: &Path) -> Vec<Problem> {
+    use std::os::unix::fs::MetadataExt;
+    let mut problems = Vec::new();
+    let Ok(meta) = std::fs::metadata(path) else {
+        return problems;
+    };
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != me && meta.uid() != 0 {
+        problems.push(problem(
+            "config file",
+            format!(
+                "{} is owned by uid {}, neither root nor this user (uid {me}): its owner decides which commands eit-certd runs",
+                path.display(),
+                meta.uid()
+            ),
+            format!("chown root {}", path.display()),
+        ));
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        problems.push(problem(
+            "config file",
+            format!(
+                "{} is writable by {} (mode {mode:o}): whoever can write it decides which commands eit-certd runs",
+                path.display(),
+                if mode & 0o002 != 0 { "everyone" } else { "its group" }
+            ),
+            format!("chmod 644 {}", path.display()),
+        ));
+    }
+    problems
+}
+
+/// `check` reports [`config_file`]'s findings as problems; `run` and `renew` go on, saying
+/// what is wrong.
+pub fn warn_about_config_file(path: &Path) {
+    for p in config_file(path) {
+        tracing::warn!("{p}");
+    }
+}
+
 fn check_output_dir(dir: &Path, problems: &mut Vec<Problem>) {
+    if let Err(e) = Store::new(dir, 1, None).and_then(|store| store.check_safe()) {
+        problems.push(problem(
+            "output.dir",
+            e.to_string(),
+            "only the user eit-certd runs as may write there",
+        ));
+    }
     let existing = dir
         .ancestors()
         .find(|p| p.exists())
@@ -179,7 +229,7 @@ fn check_installed_modes(config: &Config, problems: &mut Vec<Problem>) {
 
 /// Token, CSR, certificate and validation against the live service; installs nothing.
 pub async fn online(config: &Config) -> anyhow::Result<String> {
-    let client = Client::connect(&config.metadata).await?;
+    let client = Client::connect(&config.metadata)?;
     client.token().await?;
     let key = PrivateKey::generate_blocking(config.certificate.key_bits.0).await?;
     let csr = csr::build(&key, &config.certificate.subject)?;

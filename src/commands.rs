@@ -26,6 +26,22 @@ use crate::state::State;
 use crate::status;
 use crate::store::{self, Store};
 
+/// Writes a line to stdout. A reader that went away (`status --json | head`) ends only our
+/// output: the write error is ignored and the command exits with its own code (Rust ignores
+/// SIGPIPE, so the write fails with EPIPE instead of killing us; `println!` would panic).
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+/// [`out!`] without the newline.
+macro_rules! out_raw {
+    ($($arg:tt)*) => {{
+        let _ = write!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 /// A failed command: what to print and which code to exit with.
 #[derive(Debug)]
 pub struct Failure {
@@ -66,7 +82,10 @@ pub fn main(cli: Cli) -> ExitCode {
     let runtime = match runtime {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("eit-certd: cannot start the async runtime: {e}");
+            let _ = writeln!(
+                std::io::stderr(),
+                "eit-certd: cannot start the async runtime: {e}"
+            );
             return ExitCode::from(1);
         }
     };
@@ -77,7 +96,7 @@ pub fn main(cli: Cli) -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(Failure { code, error }) => {
-            eprintln!("eit-certd: {}", render(&error));
+            let _ = writeln!(std::io::stderr(), "eit-certd: {}", render(&error));
             ExitCode::from(code)
         }
     }
@@ -159,7 +178,9 @@ async fn run_daemon(config_path: &Path, args: &RunArgs) -> Outcome {
 
 async fn renew(config_path: &Path, args: &RenewArgs) -> Outcome {
     let config = load_config(config_path)?;
+    crate::check::warn_about_config_file(config_path);
     let store = open_store(&config)?;
+    store.check_safe().map_err(usage)?;
     let _lock = DirLock::acquire(store.dir()).map_err(failed)?;
     for note in store.repair_modes() {
         tracing::warn!("{note}");
@@ -170,7 +191,7 @@ async fn renew(config_path: &Path, args: &RenewArgs) -> Outcome {
         if let Ok(Some(current)) = store.read_current() {
             let leaf = &current.leaf;
             if current.is_usable(now) && !policy.is_due(leaf.not_before, leaf.not_after, now) {
-                println!(
+                out!(
                     "nothing to do: serial {} is valid until {}, renewal due at {} (use --force to renew now)",
                     leaf.serial_hex,
                     rfc3339(leaf.not_after),
@@ -180,14 +201,16 @@ async fn renew(config_path: &Path, args: &RenewArgs) -> Outcome {
             }
         }
     }
-    let client = Client::connect(&config.metadata).await.map_err(failed)?;
+    let client = Client::connect(&config.metadata).map_err(failed)?;
     let renewer = Renewer::new(config, client, store).map_err(usage)?;
     let outcome = renew_with_state(&renewer).await?;
     print_renewed(&outcome.renewed);
     for hook in outcome.hooks.iter().filter(|h| !h.ok) {
-        eprintln!(
+        let _ = writeln!(
+            std::io::stderr(),
             "eit-certd: warning: hook {} failed (the new certificate is installed): {}",
-            hook.name, hook.detail
+            hook.name,
+            hook.detail
         );
     }
     Ok(0)
@@ -220,7 +243,7 @@ async fn renew_with_state(renewer: &Renewer) -> Result<AttemptOutcome, Failure> 
 
 fn print_renewed(r: &Renewed) {
     let leaf = &r.verified.leaf;
-    println!(
+    out!(
         "installed serial {} for {} (valid until {}, {}) in {}",
         leaf.serial_hex,
         leaf.subject,
@@ -229,7 +252,7 @@ fn print_renewed(r: &Renewed) {
         r.generation.dir.display()
     );
     if let Some(prev) = &r.previous {
-        println!("replaced serial {}", prev.serial_hex);
+        out!("replaced serial {}", prev.serial_hex);
     }
 }
 
@@ -240,9 +263,9 @@ fn show_status(config_path: &Path, args: &StatusArgs) -> Outcome {
     let report = status::gather(&store, &Policy::from(&config.certificate), now);
     if args.json {
         let json = serde_json::to_string_pretty(&report).map_err(failed)?;
-        println!("{json}");
+        out!("{json}");
     } else {
-        print!("{}", report.render_text(now));
+        out_raw!("{}", report.render_text(now));
     }
     Ok(report.health.exit_code())
 }
@@ -259,9 +282,10 @@ fn config_or_defaults(path: &Path) -> Result<Config, Failure> {
 
 async fn check(config_path: &Path, args: &CheckArgs) -> Outcome {
     let config = load_config(config_path)?;
-    let problems = crate::check::offline(&config);
+    let mut problems = crate::check::config_file(config_path);
+    problems.extend(crate::check::offline(&config));
     for p in &problems {
-        println!("problem: {p}");
+        out!("problem: {p}");
     }
     if !problems.is_empty() {
         return Err(usage(anyhow::anyhow!(
@@ -270,10 +294,10 @@ async fn check(config_path: &Path, args: &CheckArgs) -> Outcome {
             problems.len()
         )));
     }
-    println!("{}: configuration OK", config_path.display());
+    out!("{}: configuration OK", config_path.display());
     if args.online {
         let report = crate::check::online(&config).await.map_err(failed)?;
-        println!("{report}");
+        out!("{report}");
     }
     Ok(0)
 }
@@ -297,7 +321,7 @@ fn init(path: &Path) -> Outcome {
     file.write_all(crate::config::EXAMPLE.as_bytes())
         .with_context(|| format!("cannot write {}", path.display()))
         .map_err(failed)?;
-    println!(
+    out!(
         "wrote {}; check it with `eit-certd --config {} check`",
         path.display(),
         path.display()
@@ -307,7 +331,7 @@ fn init(path: &Path) -> Outcome {
 
 async fn metadata_client(config_path: &Path) -> Result<Client, Failure> {
     let config = config_or_defaults(config_path)?;
-    Client::connect(&config.metadata).await.map_err(failed)
+    Client::connect(&config.metadata).map_err(failed)
 }
 
 async fn token(config_path: &Path, args: &TokenArgs) -> Outcome {
@@ -318,7 +342,7 @@ async fn token(config_path: &Path, args: &TokenArgs) -> Outcome {
     }
     let client = metadata_client(config_path).await?;
     let token = client.new_token(args.lifetime).await.map_err(failed)?;
-    println!("{}", token.expose());
+    out!("{}", token.expose());
     Ok(0)
 }
 
@@ -329,7 +353,7 @@ async fn iam_token(config_path: &Path, args: &IamTokenArgs) -> Outcome {
         crn: args.profile_crn.clone(),
     };
     let token = client.iam_token(profile).await.map_err(failed)?;
-    println!("{}", token.expose());
+    out!("{}", token.expose());
     Ok(0)
 }
 
@@ -337,16 +361,16 @@ async fn instance(config_path: &Path, args: &InstanceArgs) -> Outcome {
     let client = metadata_client(config_path).await?;
     let instance = client.instance().await.map_err(failed)?;
     if args.json {
-        println!(
+        out!(
             "{}",
             serde_json::to_string_pretty(&instance).map_err(failed)?
         );
     } else {
-        println!("id    {}", instance.id);
-        println!("name  {}", instance.name);
-        println!("zone  {}", instance.zone.name);
+        out!("id    {}", instance.id);
+        out!("name  {}", instance.name);
+        out!("zone  {}", instance.zone.name);
         if !instance.crn.is_empty() {
-            println!("crn   {}", instance.crn);
+            out!("crn   {}", instance.crn);
         }
     }
     Ok(0)
@@ -354,54 +378,36 @@ async fn instance(config_path: &Path, args: &InstanceArgs) -> Outcome {
 
 fn stunnel_config(config_path: &Path, args: &StunnelConfigArgs) -> Outcome {
     let config = config_or_defaults(config_path)?;
-    let current = config.output.dir.join(store::CURRENT);
-    let check_host = args
-        .check_host
-        .as_deref()
-        .map(|h| format!("checkHost = {h}\n"))
-        .unwrap_or_default();
-    print!(
-        "; eit-certd: client section for an NFS share with encryption in transit.\n\
-         ; Mount with: mount -t nfs4 -o port={port} 127.0.0.1:/<share path> /mnt/share\n\
-         [{name}]\n\
-         client = yes\n\
-         accept = {accept}\n\
-         connect = {connect}\n\
-         ; Renewed by eit-certd; `stunnel-reload` (SIGHUP) makes new connections use the new pair.\n\
-         cert = {cert}\n\
-         key = {key}\n\
-         ; Verify the file server.\n\
-         CAfile = {ca}\n\
-         verifyChain = yes\n\
-         {check_host}",
-        port = args.accept.rsplit(':').next().unwrap_or("20049"),
-        name = args.name,
-        accept = args.accept,
-        connect = args.connect,
-        cert = current.join(store::FULLCHAIN_FILE).display(),
-        key = current.join(store::KEY_FILE).display(),
-        ca = args.ca_file.display(),
-    );
+    let section = crate::stunnel::Section {
+        name: &args.name,
+        accept: &args.accept,
+        connect: &args.connect,
+        ca_file: &args.ca_file,
+        check_host: args.check_host.as_deref(),
+        output_dir: &config.output.dir,
+    };
+    // Checked in full before anything is printed: a half-written section is worse than none.
+    let text = section.render().map_err(usage)?;
+    out_raw!("{text}");
     Ok(0)
 }
 
 fn completions(args: &CompletionsArgs) -> Outcome {
     use clap::CommandFactory;
     let mut command = Cli::command();
-    clap_complete::generate(
-        args.shell,
-        &mut command,
-        "eit-certd",
-        &mut std::io::stdout(),
-    );
+    let mut text = Vec::new();
+    clap_complete::generate(args.shell, &mut command, "eit-certd", &mut text);
+    out_raw!("{}", String::from_utf8_lossy(&text));
     Ok(0)
 }
 
 fn man() -> Outcome {
     use clap::CommandFactory;
+    let mut text = Vec::new();
     clap_mangen::Man::new(Cli::command())
-        .render(&mut std::io::stdout())
+        .render(&mut text)
         .map_err(failed)?;
+    out_raw!("{}", String::from_utf8_lossy(&text));
     Ok(0)
 }
 
@@ -416,7 +422,7 @@ async fn run_emulator(args: EmulatorArgs) -> Outcome {
     };
     let running = emulator::start(options).await.map_err(failed)?;
     // The first stdout line is the contract: scripts read the URL from it.
-    println!("{}", running.base_url());
+    out!("{}", running.base_url());
     let _ = std::io::stdout().flush();
     shutdown_signal().await;
     running.shutdown().await;
@@ -444,7 +450,7 @@ async fn demo() -> Outcome {
         .context("cannot create a temporary directory")
         .map_err(failed)?
         .keep();
-    println!("eit-certd demo: everything goes under {}", root.display());
+    out!("eit-certd demo: everything goes under {}", root.display());
     let emulator_dir = root.join("emulator");
     let running = emulator::start(emulator::Options {
         state_dir: Some(emulator_dir.clone()),
@@ -453,7 +459,7 @@ async fn demo() -> Outcome {
     })
     .await
     .map_err(failed)?;
-    println!(
+    out!(
         "1. started a metadata service emulator at {} (it caps certificates at {} so that you can watch rotations)",
         running.base_url(),
         humantime::format_duration(DEMO_LIFETIME)
@@ -464,25 +470,25 @@ async fn demo() -> Outcome {
     std::fs::write(&config_path, demo_config(running.base_url(), &out))
         .with_context(|| format!("cannot write {}", config_path.display()))
         .map_err(failed)?;
-    println!("   wrote {}", config_path.display());
+    out!("   wrote {}", config_path.display());
     let config = load_config(&config_path)?;
     let store = open_store(&config)?;
     let policy = Policy::from(&config.certificate);
-    let client = Client::connect(&config.metadata).await.map_err(failed)?;
+    let client = Client::connect(&config.metadata).map_err(failed)?;
     let renewer = Renewer::new(config.clone(), client, store.clone()).map_err(failed)?;
-    println!("2. `eit-certd renew`: a token, a CSR for a fresh RSA-2048 key (the default is 4096), a certificate");
+    out!("2. `eit-certd renew`: a token, a CSR for a fresh RSA-2048 key (the default is 4096), a certificate");
     let outcome = renew_with_state(&renewer).await?;
     drop(renewer);
     for h in &outcome.hooks {
-        println!("   hook {} said: {}", h.name, h.detail);
+        out!("   hook {} said: {}", h.name, h.detail);
     }
     let leaf = &outcome.renewed.verified.leaf;
     let current = store.current_link();
-    println!("3. validated and installed:");
-    println!("     subject   {}", leaf.subject);
-    println!("     issuer    {}", leaf.issuer);
-    println!("     serial    {}", leaf.serial_hex);
-    println!(
+    out!("3. validated and installed:");
+    out!("     subject   {}", leaf.subject);
+    out!("     issuer    {}", leaf.issuer);
+    out!("     serial    {}", leaf.serial_hex);
+    out!(
         "     lifetime  {} (until {})",
         humantime::format_duration(leaf.lifetime()),
         rfc3339(leaf.not_after)
@@ -494,21 +500,21 @@ async fn demo() -> Outcome {
         store::FULLCHAIN_FILE,
         store::COMBINED_FILE,
     ] {
-        println!("     file      {}", current.join(name).display());
+        out!("     file      {}", current.join(name).display());
     }
-    println!("   inspect it with:");
-    println!(
+    out!("   inspect it with:");
+    out!(
         "     openssl x509 -in {} -noout -subject -issuer -dates -serial",
         current.join(store::CERT_FILE).display()
     );
-    println!(
+    out!(
         "     openssl verify -CAfile {} -untrusted {} {}",
         emulator_dir.join("ca.pem").display(),
         current.join(store::CHAIN_FILE).display(),
         current.join(store::CERT_FILE).display()
     );
 
-    println!("4. `eit-certd run`: the daemon renews at 2/3 of each certificate's life and runs the hook:");
+    out!("4. `eit-certd run`: the daemon renews at 2/3 of each certificate's life and runs the hook:");
     let mut daemon = crate::daemon::Daemon::start(&config_path, None)
         .await
         .map_err(failed)?;
@@ -526,17 +532,17 @@ async fn demo() -> Outcome {
                 serial, not_after, ..
             })) => {
                 rotations += 1;
-                println!(
+                out!(
                     "     rotation {rotations}: serial {serial}, valid until {}",
                     rfc3339(not_after)
                 );
             }
             Ok(Some(crate::daemon::Event::HookFinished(h))) => {
                 hooks_seen += 1;
-                println!("       hook {} said: {}", h.name, h.detail);
+                out!("       hook {} said: {}", h.name, h.detail);
             }
             Ok(Some(crate::daemon::Event::Failed { error, .. })) => {
-                println!("     attempt failed (the daemon retries): {error}");
+                out!("     attempt failed (the daemon retries): {error}");
             }
             Ok(None) | Err(_) => {
                 let _ = stop_tx.send(());
@@ -552,14 +558,14 @@ async fn demo() -> Outcome {
         .map_err(failed)?
         .map_err(failed)?;
 
-    println!("5. `eit-certd status` now says:");
+    out!("5. `eit-certd status` now says:");
     let now = OffsetDateTime::now_utc();
     let report = status::gather(&store, &policy, now);
     for line in report.render_text(now).lines() {
-        println!("     {line}");
+        out!("     {line}");
     }
     running.shutdown().await;
-    println!(
+    out!(
         "done. Remove {} when you have looked around.",
         root.display()
     );
@@ -577,6 +583,8 @@ key_bits = 2048
 subject = {{ C = "US", O = "eit-certd demo" }}
 min_remaining = "2s"
 jitter = "0s"
+# The demo's certificates live seconds; real ones are never renewed this often.
+min_interval = "1s"
 
 [output]
 dir = "{}"

@@ -30,11 +30,15 @@ pub const IDENTITY_ONLY_FROM: &str = crate::metadata::api::IDENTITY_ONLY_FROM;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {}: {source}; create it with `eit-certd init` or pass --config", path.display())]
+    #[error("config file {} does not exist; create it with `eit-certd init` or pass --config", path.display())]
+    Missing { path: PathBuf },
+    #[error("cannot use config file: {source}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        source: crate::files::ReadError,
     },
+    #[error("{}:{line}: the file is not UTF-8 text (an invalid byte on this line); save it as UTF-8", path.display())]
+    NotUtf8 { path: PathBuf, line: usize },
     #[error("{}:{line}: {message}\n  {line} | {snippet}", path.display())]
     Invalid {
         path: PathBuf,
@@ -109,8 +113,12 @@ pub struct CertificateConfig {
     pub key_bits: KeyBits,
     pub subject: Subject,
     pub renew_at: RenewAt,
-    pub min_remaining: HumanDuration,
-    pub jitter: HumanDuration,
+    pub min_remaining: MinRemaining,
+    pub jitter: Jitter,
+    /// The shortest time between two successful renewals, whatever the certificate says: a
+    /// certificate that is already nearly expired when it arrives (or lives a few seconds)
+    /// would otherwise be renewed in a loop against the service.
+    pub min_interval: MinInterval,
     pub trust_anchor: Option<PathBuf>,
     /// Keep the key across renewals instead of generating a new one for each certificate.
     pub reuse_key: bool,
@@ -123,8 +131,9 @@ impl Default for CertificateConfig {
             key_bits: KeyBits(4096),
             subject: Subject::default(),
             renew_at: RenewAt(0.66),
-            min_remaining: HumanDuration(Duration::from_secs(600)),
-            jitter: HumanDuration(Duration::from_secs(30)),
+            min_remaining: MinRemaining(Duration::from_secs(600)),
+            jitter: Jitter(Duration::from_secs(30)),
+            min_interval: MinInterval(Duration::from_secs(60)),
             trust_anchor: None,
             reuse_key: false,
         }
@@ -134,17 +143,17 @@ impl Default for CertificateConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OutputConfig {
-    pub dir: PathBuf,
+    pub dir: OutputDir,
     pub group: Option<String>,
     pub keep: Keep,
     /// Prometheus textfile (node_exporter's textfile collector) rewritten after each attempt.
-    pub metrics_file: Option<PathBuf>,
+    pub metrics_file: Option<MetricsFile>,
 }
 
 impl Default for OutputConfig {
     fn default() -> Self {
         OutputConfig {
-            dir: PathBuf::from("/var/lib/eit-certd"),
+            dir: OutputDir(PathBuf::from("/var/lib/eit-certd")),
             group: None,
             keep: Keep(3),
             metrics_file: None,
@@ -158,7 +167,7 @@ pub struct HookConfig {
     pub name: String,
     pub command: HookCommand,
     #[serde(default = "default_hook_timeout")]
-    pub timeout: HumanDuration,
+    pub timeout: HookTimeout,
     /// Run the hook again on the next cycle if it failed.
     #[serde(default)]
     pub retry: bool,
@@ -167,16 +176,42 @@ pub struct HookConfig {
     pub env: BTreeMap<String, String>,
 }
 
-fn default_hook_timeout() -> HumanDuration {
-    HumanDuration(Duration::from_secs(30))
+fn default_hook_timeout() -> HookTimeout {
+    HookTimeout(Duration::from_secs(30))
 }
 
 impl Config {
     /// Reads and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
+        // The administrator's path: a symlink (config management) is fine; a FIFO, a device or
+        // a huge file is not.
+        let bytes = crate::files::read(
+            path,
+            crate::files::Links::Follow,
+            crate::files::limit::CONFIG,
+        )
+        .map_err(|source| {
+            if source.is_not_found() {
+                ConfigError::Missing {
+                    path: path.to_path_buf(),
+                }
+            } else {
+                ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            }
+        })?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            let valid = e.utf8_error().valid_up_to();
+            ConfigError::NotUtf8 {
+                path: path.to_path_buf(),
+                line: e.as_bytes()[..valid]
+                    .iter()
+                    .filter(|&&b| b == b'\n')
+                    .count()
+                    + 1,
+            }
         })?;
         Config::parse(&text, path)
     }
@@ -254,7 +289,7 @@ impl Config {
             hooks: Vec::new(),
         };
         config.metadata.endpoint = Endpoint::Url(endpoint.to_string());
-        config.output.dir = output_dir.to_path_buf();
+        config.output.dir = OutputDir(output_dir.to_path_buf());
         config
     }
 }
@@ -350,18 +385,6 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     })
 }
 
-/// A duration with no bounds beyond being a valid humantime string.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "String")]
-pub struct HumanDuration(pub Duration);
-
-impl TryFrom<String> for HumanDuration {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        parse_duration(&s).map(HumanDuration)
-    }
-}
-
 /// Declares a duration newtype whose value must fall in `[min, max]`; the key name goes into
 /// the message because serde's custom errors do not carry it.
 macro_rules! bounded_duration {
@@ -412,12 +435,91 @@ bounded_duration!(
     "the service accepts 5 seconds to 1 hour"
 );
 bounded_duration!(
+    MinRemaining,
+    "certificate.min_remaining",
+    Duration::ZERO,
+    Duration::from_secs(86400),
+    "how long before expiry a renewal happens at the latest"
+);
+bounded_duration!(
+    Jitter,
+    "certificate.jitter",
+    Duration::ZERO,
+    Duration::from_secs(3600),
+    "a random amount by which each renewal is moved earlier"
+);
+bounded_duration!(
+    MinInterval,
+    "certificate.min_interval",
+    Duration::from_secs(1),
+    Duration::from_secs(3600),
+    "the shortest time between two successful renewals"
+);
+bounded_duration!(
+    HookTimeout,
+    "hooks.timeout",
+    Duration::from_millis(100),
+    Duration::from_secs(3600),
+    "the hook's process group is killed after this long"
+);
+bounded_duration!(
     CertLifetime,
     "certificate.lifetime",
     Duration::from_secs(300),
     Duration::from_secs(86400),
     "it is sent as expires_in; the service's default is 1h"
 );
+
+/// Declares a path newtype that must be absolute: the daemon runs with `/` as its working
+/// directory, so a relative path (or an empty one) would put files wherever the command
+/// happened to start. The key name goes into the message (serde's custom errors lack it).
+macro_rules! absolute_path {
+    ($name:ident, $key:literal) => {
+        #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+        #[serde(try_from = "String")]
+        pub struct $name(pub PathBuf);
+
+        impl TryFrom<String> for $name {
+            type Error = String;
+            fn try_from(s: String) -> Result<Self, String> {
+                check_absolute($key, &s).map(|()| $name(PathBuf::from(s)))
+            }
+        }
+
+        impl std::ops::Deref for $name {
+            type Target = Path;
+            fn deref(&self) -> &Path {
+                &self.0
+            }
+        }
+
+        impl AsRef<Path> for $name {
+            fn as_ref(&self) -> &Path {
+                &self.0
+            }
+        }
+    };
+}
+
+fn check_absolute(key: &str, s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        return Err(format!(
+            "{key} is empty: give an absolute path, e.g. \"/var/lib/eit-certd\""
+        ));
+    }
+    if s.chars().any(char::is_control) {
+        return Err(format!("{key} {s:?} holds a control character"));
+    }
+    if !Path::new(s).is_absolute() {
+        return Err(format!(
+            "{key} {s:?} is relative: give an absolute path (starting with /)"
+        ));
+    }
+    Ok(())
+}
+
+absolute_path!(OutputDir, "output.dir");
+absolute_path!(MetricsFile, "output.metrics_file");
 
 /// `key_bits`: RSA modulus size. The service refuses keys under 2048 bits; past 8192 key
 /// generation takes minutes.
@@ -619,7 +721,7 @@ mod tests {
         assert_eq!(c.certificate.key_bits.0, 4096);
         assert_eq!(c.certificate.renew_at.0, 0.66);
         assert_eq!(c.certificate.min_remaining.0, Duration::from_secs(600));
-        assert_eq!(c.output.dir, PathBuf::from("/var/lib/eit-certd"));
+        assert_eq!(c.output.dir.0, PathBuf::from("/var/lib/eit-certd"));
         assert_eq!(c.output.keep.0, 3);
         assert!(c.hooks.is_empty());
     }

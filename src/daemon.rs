@@ -64,6 +64,7 @@ impl DaemonError {
                 | DaemonError::Client(_)
                 | DaemonError::Renew(RenewError::Anchor { .. })
                 | DaemonError::Store(crate::store::StoreError::NoSuchGroup(_))
+                | DaemonError::Store(crate::store::StoreError::UnsafeDir { .. })
         )
     }
 }
@@ -92,9 +93,11 @@ pub struct Daemon {
     state: State,
     _lock: DirLock,
     next_attempt: OffsetDateTime,
-    /// Hooks with `retry = true` that failed, with the environment they failed with.
-    pending_hooks: Vec<(crate::config::HookConfig, HookEnv)>,
+    /// When the hooks still owed for the installed set (`state.hooks_owed`: failed with
+    /// `retry = true`, or cut short by a stop or crash) run next.
     hook_retry_at: Option<OffsetDateTime>,
+    /// Rounds of owed hooks run since the last install, for their backoff.
+    hook_rounds: u32,
     events: Option<mpsc::UnboundedSender<Event>>,
     notifier: Notifier,
     ready_sent: bool,
@@ -131,11 +134,13 @@ impl Daemon {
     ) -> Result<Daemon, DaemonError> {
         let signals = Some(Signals::install()?);
         let config = Config::load(config_path)?;
+        crate::check::warn_about_config_file(config_path);
         let store = Store::new(
             &config.output.dir,
             config.output.keep.0,
             config.output.group.as_deref(),
         )?;
+        store.check_safe()?;
         let lock = DirLock::acquire(store.dir())?;
         for note in store.repair_modes() {
             tracing::warn!("{note}");
@@ -144,7 +149,9 @@ impl Daemon {
         if removed > 0 {
             tracing::info!(removed, "removed leftovers of an interrupted install");
         }
-        let client = connect(&config).await?;
+        // `auto` probes at the first request, not here: the daemon must start (and keep its
+        // installed set) while the service is unreachable.
+        let client = Client::connect(&config.metadata)?;
         let renewer = Renewer::new(config.clone(), client, store)?;
         let state = State::load(renewer.store().dir());
         let mut daemon = Daemon {
@@ -155,8 +162,8 @@ impl Daemon {
             state,
             _lock: lock,
             next_attempt: OffsetDateTime::now_utc(),
-            pending_hooks: Vec::new(),
             hook_retry_at: None,
+            hook_rounds: 0,
             events: None,
             notifier: Notifier::from_env(),
             ready_sent: false,
@@ -164,6 +171,7 @@ impl Daemon {
             signals,
         };
         daemon.reschedule_from_disk();
+        daemon.owe_hooks_of_unrecorded_install();
         // With time to spare, the first renewal's key is made now, at low priority; when a
         // renewal is due at once it generates its own key at normal priority instead.
         if daemon.next_attempt > OffsetDateTime::now_utc() + Duration::from_secs(60) {
@@ -203,9 +211,10 @@ impl Daemon {
         match self.renewer.store().read_current() {
             Ok(Some(set)) if set.is_usable(now) => {
                 let leaf = &set.leaf;
-                self.next_attempt =
-                    self.policy()
-                        .next_renewal(leaf.not_before, leaf.not_after, unit());
+                let due = self
+                    .policy()
+                    .next_renewal(leaf.not_before, leaf.not_after, unit());
+                self.next_attempt = self.policy().rate_limited(due, self.state.last_success).0;
                 self.announce_valid(leaf);
                 tracing::info!(
                     serial = %leaf.serial_hex,
@@ -220,8 +229,19 @@ impl Daemon {
                 } else {
                     "does not match its key"
                 };
-                tracing::warn!(dir = %set.dir.display(), "the installed certificate {why}; renewing now");
-                self.next_attempt = now;
+                // An expired set that we installed ourselves moments ago is what a service
+                // issuing near-expired certificates leaves: the rate floor still applies.
+                let (at, held) = if set.key_matches {
+                    self.policy().rate_limited(now, self.state.last_success)
+                } else {
+                    (now, false)
+                };
+                if held {
+                    tracing::warn!(dir = %set.dir.display(), next_renewal = %rfc3339(at), "the installed certificate {why}; renewing once certificate.min_interval has passed since the last renewal");
+                } else {
+                    tracing::warn!(dir = %set.dir.display(), "the installed certificate {why}; renewing now");
+                }
+                self.next_attempt = at;
             }
             Ok(None) => {
                 tracing::info!(dir = %self.renewer.store().dir().display(), "no certificate installed; renewing now");
@@ -297,7 +317,15 @@ impl Daemon {
                 continue;
             }
             if self.hook_retry_at.is_some_and(|at| now >= at) {
-                self.retry_hooks().await;
+                // Hooks can take their whole timeout: a stop must not wait for them (a hook
+                // cut short stays owed and runs after the restart).
+                tokio::select! {
+                    () = self.retry_hooks() => {}
+                    _ = term.recv() => break,
+                    _ = int.recv() => break,
+                    () = &mut shutdown => break,
+                }
+                continue;
             }
 
             let mut wake_at = self.next_attempt.min(now + MAX_SLEEP);
@@ -360,9 +388,20 @@ impl Daemon {
         match result {
             Ok(outcome) => {
                 let leaf = &outcome.renewed.verified.leaf;
-                self.next_attempt =
-                    self.policy()
-                        .next_renewal(leaf.not_before, leaf.not_after, unit());
+                let due = self
+                    .policy()
+                    .next_renewal(leaf.not_before, leaf.not_after, unit());
+                let (at, held) = self.policy().rate_limited(due, Some(now));
+                if held {
+                    tracing::warn!(
+                        not_before = %rfc3339(leaf.not_before),
+                        not_after = %rfc3339(leaf.not_after),
+                        "the new certificate is due for renewal at once; waiting \
+                         certificate.min_interval ({}) so as not to renew in a loop",
+                        humantime::format_duration(self.policy().min_interval)
+                    );
+                }
+                self.next_attempt = at;
                 self.state.next_renewal = Some(self.next_attempt);
                 tracing::info!(next_renewal = %rfc3339(self.next_attempt), "next renewal scheduled");
                 self.emit(Event::Installed {
@@ -371,24 +410,17 @@ impl Daemon {
                     generation: outcome.renewed.generation.dir.clone(),
                     next_renewal: self.next_attempt,
                 });
-                self.pending_hooks.clear();
-                self.hook_retry_at = None;
-                for (hook, result) in self.config.hooks.iter().zip(&outcome.hooks) {
+                for result in &outcome.hooks {
                     self.emit(Event::HookFinished(result.clone()));
-                    if !result.ok && hook.retry {
-                        self.pending_hooks
-                            .push((hook.clone(), outcome.hook_env.clone()));
-                    }
                 }
-                if !self.pending_hooks.is_empty() {
-                    self.hook_retry_at = Some(
-                        now + self.backoff().delay(
-                            1,
-                            Failure::Transient { retry_after: None },
-                            unit(),
-                        ),
-                    );
-                }
+                self.hook_rounds = 1;
+                self.hook_retry_at = self.state.hooks_owed.as_ref().map(|_| {
+                    now + self.backoff().delay(
+                        self.hook_rounds,
+                        Failure::Transient { retry_after: None },
+                        unit(),
+                    )
+                });
                 self.announce_valid(leaf);
                 self.keys.prepare(&self.config);
             }
@@ -431,23 +463,71 @@ impl Daemon {
         self.persist();
     }
 
+    /// Runs the hooks still owed for the installed set (see `state::HooksOwed`).
     async fn retry_hooks(&mut self) {
-        let pending = std::mem::take(&mut self.pending_hooks);
         self.hook_retry_at = None;
-        for (hook, env) in pending {
-            tracing::info!(hook = %hook.name, "retrying a failed hook");
-            let result = crate::hooks::run_one(&hook, &env).await;
-            self.state.record_hook(result.clone());
-            self.emit(Event::HookFinished(result.clone()));
-            if !result.ok {
-                self.pending_hooks.push((hook, env));
+        let Some(owed) = self.state.hooks_owed.clone() else {
+            return;
+        };
+        let set = match self.renewer.store().read_current() {
+            Ok(Some(set)) if set.leaf.serial_hex == owed.serial => set,
+            // Another set is in place: its own install owes its own hooks.
+            _ => {
+                tracing::info!(serial = %owed.serial, "dropping hooks owed for a set that is no longer installed");
+                self.state.hooks_owed = None;
+                self.persist();
+                return;
             }
+        };
+        let env = HookEnv::new(&set.dir, &set.leaf, owed.previous_serial.as_deref());
+        for name in &owed.names {
+            let Some(hook) = self.config.hooks.iter().find(|h| &h.name == name).cloned() else {
+                self.state.hook_done(name, false);
+                continue;
+            };
+            tracing::info!(hook = %hook.name, serial = %owed.serial, "running a hook owed for the installed set");
+            let result = crate::hooks::run_one(&hook, &env).await;
+            self.state.hook_done(&hook.name, !result.ok && hook.retry);
+            self.state.record_hook(result.clone());
+            self.emit(Event::HookFinished(result));
+            // Recorded hook by hook: a stop during the next one must not rerun this one.
+            self.persist();
         }
-        if !self.pending_hooks.is_empty() {
-            let delay = self.backoff().cap;
+        if self.state.hooks_owed.is_some() {
+            self.hook_rounds += 1;
+            let delay = self.backoff().delay(
+                self.hook_rounds,
+                Failure::Transient { retry_after: None },
+                unit(),
+            );
             self.hook_retry_at = Some(OffsetDateTime::now_utc() + delay);
         }
         self.persist();
+    }
+
+    /// At start: hooks owed for the installed set run now. A set that no run recorded
+    /// (installed by a run that died before it wrote state.json) owes all its hooks.
+    fn owe_hooks_of_unrecorded_install(&mut self) {
+        let now = OffsetDateTime::now_utc();
+        let Ok(Some(set)) = self.renewer.store().read_current() else {
+            return;
+        };
+        if !set.is_usable(now) || self.config.hooks.is_empty() {
+            return;
+        }
+        let serial = &set.leaf.serial_hex;
+        if self.state.installed_serial.as_deref() != Some(serial.as_str()) {
+            tracing::info!(%serial, "the installed set was not recorded as installed by eit-certd; running its hooks to be sure its consumers use it");
+            self.state.installed_serial = Some(serial.clone());
+            self.state.hooks_owed = Some(crate::state::HooksOwed {
+                serial: serial.clone(),
+                previous_serial: None,
+                names: self.config.hooks.iter().map(|h| h.name.clone()).collect(),
+            });
+        }
+        if self.state.hooks_owed.is_some() {
+            self.hook_retry_at = Some(now);
+        }
     }
 
     /// After file-system activity in the output directory: if the set is gone or damaged,
@@ -456,6 +536,8 @@ impl Daemon {
         let now = OffsetDateTime::now_utc();
         match self.renewer.store().read_current() {
             Ok(Some(set)) if set.is_usable(now) => {}
+            // Expired, yet ours and whole: the schedule (with its rate floor) has it in hand.
+            Ok(Some(set)) if set.key_matches => {}
             Ok(_) | Err(_) => {
                 tracing::warn!(
                     "the installed certificate set was removed or damaged; repairing it now"
@@ -498,14 +580,8 @@ impl Daemon {
                 return false;
             }
         };
-        let client = match &config.metadata.endpoint {
-            crate::config::Endpoint::Url(url) => Client::new(&config.metadata, url),
-            // Probing needs the network; keep the endpoint the running client found.
-            crate::config::Endpoint::Auto => {
-                Client::new(&config.metadata, self.renewer.client().base_url())
-            }
-        };
-        let client = match client {
+        // `auto` probes again at the next request, under the same rule as at start.
+        let client = match Client::connect(&config.metadata) {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!("keeping the running configuration: {e}");
@@ -604,10 +680,12 @@ impl Daemon {
         if let Err(e) = self.state.save(dir) {
             tracing::warn!("cannot write state.json: {e}");
         }
-        let metrics = self
-            .metrics_override
+        let metrics = self.metrics_override.as_ref().or(self
+            .config
+            .output
+            .metrics_file
             .as_ref()
-            .or(self.config.output.metrics_file.as_ref());
+            .map(|p| &p.0));
         if let Some(path) = metrics {
             let leaf: Option<LeafInfo> = self
                 .renewer
@@ -620,22 +698,6 @@ impl Daemon {
                 tracing::warn!("cannot write the metrics file: {e}");
             }
         }
-    }
-}
-
-/// A client for the configured endpoint. `auto` that finds no endpoint falls back to plain
-/// http: the daemon must start (and keep its installed set) while the service is unreachable.
-async fn connect(config: &Config) -> Result<Client, crate::metadata::client::ClientError> {
-    use crate::metadata::client::{ClientError, AUTO_CANDIDATES};
-    match &config.metadata.endpoint {
-        crate::config::Endpoint::Url(url) => Client::new(&config.metadata, url),
-        crate::config::Endpoint::Auto => match Client::connect(&config.metadata).await {
-            Err(e @ ClientError::NoEndpoint { .. }) => {
-                tracing::warn!("{e}; using {} until it answers", AUTO_CANDIDATES[1]);
-                Client::new(&config.metadata, AUTO_CANDIDATES[1])
-            }
-            other => other,
-        },
     }
 }
 

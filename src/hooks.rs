@@ -75,15 +75,6 @@ impl HookEnv {
     }
 }
 
-/// Runs every hook in order; a failing hook does not stop the ones after it.
-pub async fn run_all(hooks: &[HookConfig], env: &HookEnv) -> Vec<HookResult> {
-    let mut results = Vec::with_capacity(hooks.len());
-    for hook in hooks {
-        results.push(run_one(hook, env).await);
-    }
-    results
-}
-
 /// Runs one hook and reports how it went; never fails itself.
 pub async fn run_one(hook: &HookConfig, env: &HookEnv) -> HookResult {
     let at = OffsetDateTime::now_utc();
@@ -153,6 +144,9 @@ async fn execute(hook: &HookConfig, env: &HookEnv) -> Result<Finished, String> {
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", program.display()))?;
     let pgid = child.id().map(|id| Pid::from_raw(id as i32));
+    // If this future is dropped (the daemon stops while the hook runs), the whole group goes:
+    // `kill_on_drop` alone would reach the hook but not what it started.
+    let mut guard = GroupGuard { pgid, armed: true };
     // Read while the hook runs: a hook that writes more than a pipe holds would otherwise
     // block on its output and never finish.
     let stdout = tokio::spawn(read_bounded(child.stdout.take()));
@@ -189,6 +183,7 @@ async fn execute(hook: &HookConfig, env: &HookEnv) -> Result<Finished, String> {
     if timed_out {
         signal_group(pgid, Signal::SIGKILL);
     }
+    guard.armed = false;
     let output = match tokio::time::timeout(Duration::from_secs(1), &mut readers).await {
         Ok(output) => output,
         Err(_) => {
@@ -203,6 +198,20 @@ async fn execute(hook: &HookConfig, env: &HookEnv) -> Result<Finished, String> {
         output,
         timed_out,
     })
+}
+
+/// Kills a hook's process group when dropped while armed.
+struct GroupGuard {
+    pgid: Option<Pid>,
+    armed: bool,
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            signal_group(self.pgid, Signal::SIGKILL);
+        }
+    }
 }
 
 fn signal_group(pgid: Option<Pid>, signal: Signal) {
@@ -241,7 +250,7 @@ fn join_output(stdout: &str, stderr: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{HookCommand, HumanDuration};
+    use crate::config::{HookCommand, HookTimeout};
     use time::macros::datetime;
 
     fn leaf() -> LeafInfo {
@@ -260,7 +269,7 @@ mod tests {
         HookConfig {
             name: "t".into(),
             command: HookCommand(vec!["/bin/sh".into(), "-c".into(), script.into()]),
-            timeout: HumanDuration(Duration::from_millis(timeout_ms)),
+            timeout: HookTimeout(Duration::from_millis(timeout_ms)),
             retry: false,
             env: BTreeMap::from([("EXTRA".to_string(), "x".to_string())]),
         }
@@ -352,7 +361,10 @@ mod tests {
 
     #[tokio::test]
     async fn later_hooks_run_after_a_failure() {
-        let rs = run_all(&[hook("exit 1", 2000), hook("exit 0", 2000)], &env()).await;
+        let mut rs = Vec::new();
+        for h in [hook("exit 1", 2000), hook("exit 0", 2000)] {
+            rs.push(run_one(&h, &env()).await);
+        }
         assert_eq!(rs.iter().map(|r| r.ok).collect::<Vec<_>>(), [false, true]);
     }
 }

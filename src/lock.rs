@@ -4,7 +4,7 @@
 
 use std::fs::OpenOptions;
 use std::io::{Read, Seek, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
@@ -21,6 +21,8 @@ pub enum LockError {
         holder.map(|p| format!(" or `kill -USR1 {p}`")).unwrap_or_default()
     )]
     Held { dir: PathBuf, holder: Option<u32> },
+    #[error("lock file {} is {what}; refusing to use it (it was not made by eit-certd): remove it and try again", path.display())]
+    NotOurs { path: PathBuf, what: String },
     #[error("cannot open lock file {}: {source}{}", path.display(), lock_hint(source))]
     Io {
         path: PathBuf,
@@ -57,14 +59,43 @@ impl DirLock {
             .mode(0o755)
             .create(dir)
             .map_err(io)?;
+        // Never follow a planted link: a root daemon would truncate whatever it points at.
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .mode(0o644)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC)
             .open(&path)
-            .map_err(io)?;
+            .map_err(|source| {
+                if source.raw_os_error() == Some(nix::libc::ELOOP) {
+                    LockError::NotOurs {
+                        path: path.clone(),
+                        what: "a symlink".into(),
+                    }
+                } else {
+                    io(source)
+                }
+            })?;
+        let meta = file.metadata().map_err(io)?;
+        let me = nix::unistd::geteuid().as_raw();
+        let not_ours = if !meta.is_file() {
+            Some("not a regular file".to_string())
+        } else if meta.nlink() != 1 {
+            // A hard link to another file (same file system) would be truncated through it.
+            Some(format!("a file with {} hard links", meta.nlink()))
+        } else if meta.uid() != me {
+            Some(format!("owned by uid {}, not by uid {me}", meta.uid()))
+        } else {
+            None
+        };
+        if let Some(what) = not_ours {
+            return Err(LockError::NotOurs {
+                path: path.clone(),
+                what,
+            });
+        }
         let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(lock) => lock,
             Err((mut file, _)) => {
@@ -100,5 +131,23 @@ mod tests {
         assert!(e.contains("USR1"), "{e}");
         drop(first);
         assert!(DirLock::acquire(tmp.path()).is_ok());
+    }
+
+    #[test]
+    fn a_planted_lock_file_is_refused_and_its_target_untouched() {
+        let tmp = tempfile::tempdir().unwrap();
+        let victim = tmp.path().join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        let dir = tmp.path().join("out");
+        std::fs::create_dir(&dir).unwrap();
+        std::os::unix::fs::symlink(&victim, dir.join(LOCK_FILE)).unwrap();
+        let e = DirLock::acquire(&dir).unwrap_err();
+        assert!(matches!(e, LockError::NotOurs { .. }), "{e}");
+        assert!(e.to_string().contains("a symlink"), "{e}");
+        std::fs::remove_file(dir.join(LOCK_FILE)).unwrap();
+        std::fs::hard_link(&victim, dir.join(LOCK_FILE)).unwrap();
+        let e = DirLock::acquire(&dir).unwrap_err();
+        assert!(e.to_string().contains("2 hard links"), "{e}");
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
     }
 }

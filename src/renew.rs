@@ -14,7 +14,7 @@ use crate::metadata::client::{Client, ClientError};
 use crate::pki::csr::{self, CsrError};
 use crate::pki::validate::{self, Anchor, LeafInfo};
 use crate::pki::{KeyError, PrivateKey, Rejection, Verified};
-use crate::state::{HookResult, State};
+use crate::state::{HookResult, HooksOwed, State};
 use crate::store::{Generation, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -156,12 +156,28 @@ impl Renewer {
                     );
                 }
                 state.record_success(now, &leaf.serial_hex);
-                let previous = renewed.previous.as_ref().map(|p| p.serial_hex.as_str());
-                let hook_env =
-                    HookEnv::new(&renewed.generation.dir, &renewed.verified.leaf, previous);
-                let results = hooks::run_all(&self.config.hooks, &hook_env).await;
-                for r in &results {
-                    state.record_hook(r.clone());
+                let previous = renewed.previous.as_ref().map(|p| p.serial_hex.clone());
+                let hook_env = HookEnv::new(
+                    &renewed.generation.dir,
+                    &renewed.verified.leaf,
+                    previous.as_deref(),
+                );
+                // On disk before the first hook starts: a stop or a crash while hooks run must
+                // not lose them (see `HooksOwed`).
+                state.hooks_owed = (!self.config.hooks.is_empty()).then(|| HooksOwed {
+                    serial: leaf.serial_hex.clone(),
+                    previous_serial: previous,
+                    names: self.config.hooks.iter().map(|h| h.name.clone()).collect(),
+                });
+                if let Err(e) = state.save(self.store.dir()) {
+                    tracing::warn!("cannot record the install in state.json: {e}");
+                }
+                let mut results = Vec::with_capacity(self.config.hooks.len());
+                for hook in &self.config.hooks {
+                    let result = hooks::run_one(hook, &hook_env).await;
+                    state.hook_done(&hook.name, !result.ok && hook.retry);
+                    state.record_hook(result.clone());
+                    results.push(result);
                 }
                 Ok(AttemptOutcome {
                     renewed,
@@ -255,7 +271,11 @@ impl KeySource {
                     let tid = nix::libc::gettid() as nix::libc::id_t;
                     nix::libc::setpriority(nix::libc::PRIO_PROCESS, tid, 19);
                 }
-                let _ = tx.send(PrivateKey::generate(bits));
+                let key = PrivateKey::generate(bits);
+                if key.is_ok() {
+                    tracing::debug!(bits, "the next key is ready (generated ahead of time)");
+                }
+                let _ = tx.send(key);
             });
         match spawned {
             Ok(_) => self.next = Some(rx),
@@ -277,13 +297,19 @@ impl KeySource {
                 return Ok(key);
             }
         }
-        if let Some(rx) = self.next.take() {
-            match rx.await {
+        if let Some(mut rx) = self.next.take() {
+            match rx.try_recv() {
                 Ok(Ok(key)) if key.bits() == self.bits => {
                     tracing::debug!(bits = self.bits, "using the pre-generated key");
                     return Ok(key);
                 }
                 Ok(Err(e)) => tracing::warn!("pre-generated key failed ({e}); generating again"),
+                // Still being generated at idle priority, where a busy machine may leave it
+                // for minutes: a due renewal does not wait for it, it makes its own at normal
+                // priority (the idle one is dropped, and wiped, when it finishes).
+                Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {
+                    tracing::debug!("the pre-generated key is not ready; generating one now")
+                }
                 _ => {}
             }
         }

@@ -13,9 +13,14 @@ use crate::config::CertificateConfig;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Policy {
+    /// Fraction of the certificate's lifetime after which it is renewed.
     pub renew_at: f64,
+    /// Renew at the latest this long before notAfter (capped at half the lifetime).
     pub min_remaining: Duration,
+    /// Renew up to this much earlier, at random.
     pub jitter: Duration,
+    /// The shortest time between two successful renewals, whatever the certificate says.
+    pub min_interval: Duration,
 }
 
 impl From<&CertificateConfig> for Policy {
@@ -24,6 +29,7 @@ impl From<&CertificateConfig> for Policy {
             renew_at: c.renew_at.0,
             min_remaining: c.min_remaining.0,
             jitter: c.jitter.0,
+            min_interval: c.min_interval.0,
         }
     }
 }
@@ -65,6 +71,21 @@ impl Policy {
         self.renewal_point(not_before, not_after) - jitter
     }
 
+    /// `due` moved to no earlier than `min_interval` after the last successful renewal, and
+    /// whether that moved it. This bounds the renewal rate whatever the certificate says: one
+    /// that arrives nearly expired (an old notBefore, a notAfter seconds away) or lives for a
+    /// few seconds would otherwise be renewed as fast as the service answers.
+    pub fn rate_limited(
+        &self,
+        due: OffsetDateTime,
+        last_success: Option<OffsetDateTime>,
+    ) -> (OffsetDateTime, bool) {
+        match last_success {
+            Some(last) if due < last + self.min_interval => (last + self.min_interval, true),
+            _ => (due, false),
+        }
+    }
+
     /// Whether a certificate with these times should be renewed at `now` (no jitter: an
     /// operator asking "is it due?" gets a stable answer).
     pub fn is_due(
@@ -87,7 +108,25 @@ mod tests {
             renew_at: 0.66,
             min_remaining: Duration::from_secs(600),
             jitter: Duration::from_secs(30),
+            min_interval: Duration::from_secs(60),
         }
+    }
+
+    #[test]
+    fn renewals_are_at_least_min_interval_apart() {
+        // Issued a year ago, expiring in 90 s: due at once, by every rule but the floor.
+        let now = datetime!(2026-06-01 12:00 UTC);
+        let nb = now - Duration::from_secs(365 * 86_400);
+        let na = now + Duration::from_secs(90);
+        let due = policy().next_renewal(nb, na, 0.5);
+        assert!(due <= now);
+        let (at, held) = policy().rate_limited(due, Some(now));
+        assert!(held);
+        assert_eq!(at, now + Duration::from_secs(60));
+        // A normal certificate is never held back.
+        let (at, held) = policy().rate_limited(now + Duration::from_secs(2400), Some(now));
+        assert_eq!((at, held), (now + Duration::from_secs(2400), false));
+        assert_eq!(policy().rate_limited(due, None), (due, false));
     }
 
     #[test]
@@ -162,7 +201,7 @@ mod tests {
             )
             .unwrap();
             let na = nb + lifetime;
-            let p = Policy { renew_at, min_remaining, jitter };
+            let p = Policy { renew_at, min_remaining, jitter, min_interval: Duration::from_secs(60) };
             let effective = p.effective_min_remaining(lifetime);
             prop_assert_eq!(effective, min_remaining.min(lifetime / 2));
             let point = p.renewal_point(nb, na);

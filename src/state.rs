@@ -11,6 +11,9 @@ use crate::store::{write_atomic, StoreError};
 
 pub const STATE_FILE: &str = "state.json";
 
+/// Longest error message kept, in characters.
+const ERROR_LIMIT: usize = 2000;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
@@ -51,6 +54,20 @@ pub struct Counters {
     pub error: u64,
 }
 
+/// Hooks that still have to run for an installed set: recorded before the first hook starts,
+/// so that hooks cut short by a stop, a crash or a failure (with `retry = true`) run again
+/// after a restart; the consumers would otherwise never pick up the new set.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HooksOwed {
+    /// Serial of the set they are owed for; they are dropped once another set is installed.
+    pub serial: String,
+    /// The serial it replaced, for `EIT_PREVIOUS_SERIAL`.
+    #[serde(default)]
+    pub previous_serial: Option<String>,
+    /// Names of the `[[hooks]]` that have not finished (or failed with `retry = true`).
+    pub names: Vec<String>,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct State {
@@ -63,6 +80,11 @@ pub struct State {
     pub renewals: Counters,
     pub hook_failures: u64,
     pub hooks: Vec<HookResult>,
+    /// Serial of the last set this process family installed (tells a set installed by a run
+    /// that died before recording it from one whose hooks already ran).
+    pub installed_serial: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hooks_owed: Option<HooksOwed>,
 }
 
 impl State {
@@ -72,10 +94,14 @@ impl State {
 
     /// The saved state, or the default when there is none or it cannot be read.
     pub fn load(dir: &Path) -> State {
-        std::fs::read(State::path(dir))
-            .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-            .unwrap_or_default()
+        crate::files::read(
+            &State::path(dir),
+            crate::files::Links::Refuse,
+            crate::files::limit::STATE,
+        )
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default()
     }
 
     pub fn save(&self, dir: &Path) -> Result<(), StoreError> {
@@ -92,8 +118,21 @@ impl State {
             serial: Some(serial.to_string()),
         });
         self.last_success = Some(at);
+        self.installed_serial = Some(serial.to_string());
         self.consecutive_failures = 0;
         self.renewals.ok += 1;
+    }
+
+    /// A hook finished: it is no longer owed unless it failed and is to be retried.
+    pub fn hook_done(&mut self, name: &str, owed_again: bool) {
+        if let Some(owed) = &mut self.hooks_owed {
+            if !owed_again {
+                owed.names.retain(|n| n != name);
+            }
+            if owed.names.is_empty() {
+                self.hooks_owed = None;
+            }
+        }
     }
 
     /// Keeps the latest result per hook name.
@@ -109,7 +148,8 @@ impl State {
         self.last_attempt = Some(Attempt {
             at,
             outcome: Outcome::Error,
-            error: Some(error.to_string()),
+            // The message can quote the service; keep state.json (and `status`) small.
+            error: Some(crate::text::bounded(error, ERROR_LIMIT)),
             serial: None,
         });
         self.consecutive_failures += 1;

@@ -73,6 +73,16 @@ pub struct Report {
     pub problem: Option<String>,
     #[serde(with = "time::serde::rfc3339::option")]
     pub renewal_due_at: Option<OffsetDateTime>,
+    /// When `certificate.min_interval` holds the next renewal back past `renewal_due_at`
+    /// (the certificate is due sooner after the last renewal than renewals may follow).
+    #[serde(
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub held_back_until: Option<OffsetDateTime>,
+    /// `certificate.min_interval`, for the explanation.
+    #[serde(skip)]
+    pub min_interval: Duration,
     pub state: State,
 }
 
@@ -104,6 +114,8 @@ pub fn build(
         installed: None,
         problem: None,
         renewal_due_at: None,
+        held_back_until: None,
+        min_interval: policy.min_interval,
         state,
     };
     let set = match current {
@@ -116,7 +128,11 @@ pub fn build(
         }
     };
     let leaf = &set.leaf;
-    report.renewal_due_at = Some(policy.renewal_point(leaf.not_before, leaf.not_after));
+    let due = policy.renewal_point(leaf.not_before, leaf.not_after);
+    report.renewal_due_at = Some(due);
+    if let (at, true) = policy.rate_limited(due, report.state.last_success) {
+        report.held_back_until = Some(at);
+    }
     report.health = if !set.key_matches {
         report.problem = Some(format!(
             "{} does not hold the key of {}; run `eit-certd renew --force`",
@@ -230,6 +246,17 @@ impl Report {
                 relative(next, now)
             );
         }
+        if let (Some(until), Some(due)) = (self.held_back_until, self.renewal_due_at) {
+            let _ = writeln!(
+                out,
+                "held back     the certificate is due at {} but renewals are at least \
+                 certificate.min_interval ({}) apart, so the next waits until {}: the service \
+                 issues certificates that are due (or expire) sooner than that",
+                rfc3339(due),
+                human(self.min_interval),
+                rfc3339(until)
+            );
+        }
         match &self.state.last_attempt {
             Some(a) => {
                 let what = match &a.error {
@@ -282,6 +309,7 @@ mod tests {
             renew_at: 0.66,
             min_remaining: Duration::from_secs(600),
             jitter: Duration::ZERO,
+            min_interval: Duration::from_secs(60),
         }
     }
 

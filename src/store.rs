@@ -25,6 +25,7 @@ use std::path::{Component, Path, PathBuf};
 use nix::unistd::Gid;
 use time::OffsetDateTime;
 
+use crate::files::{self, Links, ReadError};
 use crate::pki::validate::LeafInfo;
 use crate::pki::{PrivateKey, Verified};
 
@@ -58,6 +59,17 @@ pub enum StoreError {
     NoSuchGroup(String),
     #[error("cannot look up output.group {name:?}: {source}")]
     GroupLookup { name: String, source: nix::Error },
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    #[error(
+        "{} is {problem}; refusing to write private keys there. {fix}",
+        dir.display()
+    )]
+    UnsafeDir {
+        dir: PathBuf,
+        problem: String,
+        fix: String,
+    },
 }
 
 fn hint(e: &std::io::Error) -> &'static str {
@@ -187,6 +199,19 @@ impl Store {
         }
     }
 
+    /// Refuses an output directory (or its `generations/`) that someone other than us could
+    /// write to, or that belongs to another user: whoever can write there can plant links
+    /// and files that a root daemon would then follow, read or overwrite. A directory that
+    /// does not exist yet is fine: it is created 0755.
+    pub fn check_safe(&self) -> Result<(), StoreError> {
+        for dir in [self.dir.clone(), self.generations()] {
+            if let Some(problem) = unsafe_dir(&dir)? {
+                return Err(problem);
+            }
+        }
+        Ok(())
+    }
+
     /// The generation `current` points at, or `None` when there is no `current` yet.
     /// Refuses a `current` that is not a symlink to `generations/<id>`.
     pub fn current_generation(&self) -> Result<Option<Generation>, StoreError> {
@@ -235,10 +260,11 @@ impl Store {
             return Ok(None);
         };
         let cert_path = generation.file(CERT_FILE);
-        let cert = match fs::read(&cert_path) {
+        // Inside our own directory: a symlink, FIFO or device there was planted.
+        let cert = match files::read(&cert_path, Links::Refuse, files::limit::CERTIFICATES) {
             Ok(c) => c,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io("read", &cert_path)(e)),
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e.into()),
         };
         let leaf = LeafInfo::from_pem(&cert).map_err(|e| StoreError::Io {
             action: "parse",
@@ -246,14 +272,11 @@ impl Store {
             source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
         })?;
         let key_path = generation.file(KEY_FILE);
-        let key_matches = match fs::read(&key_path) {
-            Ok(bytes) => {
-                let bytes = zeroize::Zeroizing::new(bytes);
-                PrivateKey::from_pem(&bytes)
-                    .and_then(|k| k.public_key_der())
-                    .map(|der| der == leaf.public_key_der)
-                    .unwrap_or(false)
-            }
+        let key_matches = match files::read_secret(&key_path, Links::Refuse, files::limit::KEY) {
+            Ok(bytes) => PrivateKey::from_pem(&bytes)
+                .and_then(|k| k.public_key_der())
+                .map(|der| der == leaf.public_key_der)
+                .unwrap_or(false),
             Err(_) => false,
         };
         Ok(Some(CurrentSet {
@@ -267,6 +290,8 @@ impl Store {
     /// Installs `verified` with `key` as a new generation and points `current` at it.
     pub fn install(&self, key: &PrivateKey, verified: &Verified) -> Result<Generation, StoreError> {
         let generations = self.generations();
+        // Checked again here: the daemon runs for months, and permissions change.
+        self.check_safe()?;
         create_dir(&self.dir, 0o755)?;
         create_dir(&generations, 0o755)?;
         self.clean_litter()?;
@@ -294,7 +319,12 @@ impl Store {
             return Err(e);
         }
         let generation = Generation { id, dir: final_dir };
-        self.prune(&generation.id)?;
+        // `current` has moved: the install succeeded, whatever pruning finds.
+        if let Err(e) = self.prune(&generation.id) {
+            tracing::warn!(
+                "{e}; the new set is installed, older generations stay until the next renewal"
+            );
+        }
         Ok(generation)
     }
 
@@ -348,7 +378,11 @@ impl Store {
     /// Puts the key files of the current set back to their mode (0600, or 0640 with a group)
     /// if someone loosened it, and reports what it changed and what it could not (an owner
     /// other than us is reported, not changed: that is for the administrator to decide).
+    ///
+    /// Each file is opened without following a symlink and changed through its descriptor, so
+    /// a key file replaced by a link to some other file never gets that file's mode changed.
     pub fn repair_modes(&self) -> Vec<String> {
+        use std::os::unix::fs::MetadataExt;
         let mut notes = Vec::new();
         let Ok(Some(generation)) = self.current_generation() else {
             return notes;
@@ -357,12 +391,31 @@ impl Store {
         let me = nix::unistd::geteuid().as_raw();
         for name in [KEY_FILE, COMBINED_FILE] {
             let path = generation.file(name);
-            let Ok(meta) = fs::symlink_metadata(&path) else {
+            let file = match files::open_regular(&path, Links::Refuse) {
+                Ok(f) => f,
+                Err(e) if e.is_not_found() => continue,
+                Err(e) => {
+                    notes.push(format!(
+                        "{e}; left as it is. `eit-certd renew --force` installs a complete set"
+                    ));
+                    continue;
+                }
+            };
+            let Ok(meta) = file.metadata() else {
                 continue;
             };
-            let mode = meta.permissions().mode() & 0o7777;
+            let mode = meta.mode() & 0o7777;
+            if meta.uid() != me {
+                // Not ours: changing its mode is not our call.
+                notes.push(format!(
+                    "{} is owned by uid {}, not by eit-certd (uid {me}); check who wrote it",
+                    path.display(),
+                    meta.uid()
+                ));
+                continue;
+            }
             if mode != want {
-                match fs::set_permissions(&path, fs::Permissions::from_mode(want)) {
+                match file.set_permissions(fs::Permissions::from_mode(want)) {
                     Ok(()) => notes.push(format!(
                         "{} had mode {mode:o}; set it back to {want:o}",
                         path.display()
@@ -372,14 +425,6 @@ impl Store {
                         path.display()
                     )),
                 }
-            }
-            use std::os::unix::fs::MetadataExt;
-            if meta.uid() != me {
-                notes.push(format!(
-                    "{} is owned by uid {}, not by eit-certd (uid {me}); check who wrote it",
-                    path.display(),
-                    meta.uid()
-                ));
             }
         }
         notes
@@ -412,14 +457,17 @@ impl Store {
         Ok(removed)
     }
 
-    /// Generation ids, oldest first (ids sort by install time).
+    /// Generation ids, oldest first (ids sort by install time). Only directories whose name
+    /// is a generation id count: a stray file someone left in `generations/` is not ours to
+    /// remove, and must not make pruning (or anything else) fail.
     pub fn list_generations(&self) -> Result<Vec<String>, StoreError> {
         let dir = self.generations();
         let mut ids: Vec<String> = match fs::read_dir(&dir) {
             Ok(entries) => entries
                 .flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
                 .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| !n.starts_with('.'))
+                .filter(|n| is_generation_id(n))
                 .collect(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(io("list", &dir)(e)),
@@ -434,16 +482,29 @@ impl Store {
         Ok(ids)
     }
 
-    /// Keeps the newest `keep` generations, never removing `current_id`.
+    /// Keeps the newest `keep` generations, never removing `current_id`. Called once `current`
+    /// has moved, so a failure here is reported but changes nothing about the install.
     fn prune(&self, current_id: &str) -> Result<(), StoreError> {
         let ids = self.list_generations()?;
         let excess = ids.len().saturating_sub(self.keep);
+        let mut first_error = None;
         for id in ids.iter().take(excess).filter(|id| *id != current_id) {
             let path = self.generations().join(id);
-            fs::remove_dir_all(&path).map_err(io("prune", &path))?;
+            if let Err(e) = fs::remove_dir_all(&path) {
+                first_error.get_or_insert(io("prune", &path)(e));
+            }
         }
-        fsync_dir(&self.generations())
+        fsync_dir(&self.generations())?;
+        first_error.map_or(Ok(()), Err)
     }
+}
+
+/// `NNNNNN-...`: what [`generation_id`] makes (at least six digits, a dash, more).
+fn is_generation_id(name: &str) -> bool {
+    let Some((seq, rest)) = name.split_once('-') else {
+        return false;
+    };
+    seq.len() >= 6 && seq.bytes().all(|b| b.is_ascii_digit()) && !rest.is_empty()
 }
 
 /// `000042-20261123T190511Z-3A9F…`: a sequence number first, so ids sort in install order
@@ -463,6 +524,58 @@ fn next_sequence(ids: &[String]) -> u64 {
         .filter_map(|id| id.split('-').next()?.parse::<u64>().ok())
         .max()
         .map_or(1, |n| n + 1)
+}
+
+/// What is wrong with `dir` as a place for private keys, if anything.
+fn unsafe_dir(dir: &Path) -> Result<Option<StoreError>, StoreError> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = match fs::metadata(dir) {
+        Ok(m) => m,
+        // Not there (or under a file): nothing to plant anything in; creating it says why not.
+        Err(e)
+            if e.kind() == std::io::ErrorKind::NotFound
+                || e.raw_os_error() == Some(nix::libc::ENOTDIR) =>
+        {
+            return Ok(None)
+        }
+        Err(e) => return Err(io("inspect", dir)(e)),
+    };
+    let unsafe_dir = |problem: String, fix: String| {
+        Some(StoreError::UnsafeDir {
+            dir: dir.to_path_buf(),
+            problem,
+            fix,
+        })
+    };
+    if !meta.is_dir() {
+        return Ok(unsafe_dir(
+            "not a directory".into(),
+            "Point output.dir at a directory".into(),
+        ));
+    }
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != me {
+        return Ok(unsafe_dir(
+            format!(
+                "owned by uid {}, not by this process (uid {me})",
+                meta.uid()
+            ),
+            format!("`chown {me} {}`, or use another output.dir", dir.display()),
+        ));
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        let who = if mode & 0o002 != 0 {
+            "everyone"
+        } else {
+            "its group"
+        };
+        return Ok(unsafe_dir(
+            format!("writable by {who} (mode {mode:o})"),
+            format!("`chmod 755 {}`", dir.display()),
+        ));
+    }
+    Ok(None)
 }
 
 fn create_dir(dir: &Path, mode: u32) -> Result<(), StoreError> {

@@ -15,10 +15,28 @@ pub fn one_line(text: &str) -> String {
         .collect()
 }
 
+/// [`one_line`], cut at `limit` characters (an ellipsis marks the cut): what the service
+/// sends can be a megabyte long, and must not become a megabyte-long log line or state file.
+pub fn bounded(text: &str, limit: usize) -> String {
+    let head: String = text.chars().take(limit).collect();
+    let mut line = one_line(&head);
+    if text.chars().nth(limit).is_some() {
+        line.push('…');
+    }
+    line
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
     fn breaks_become_spaces() {
         assert_eq!(super::one_line("a\nb\r\tc\u{2028}d\u{7}e"), "a b  c d e");
+    }
+
+    #[test]
+    fn bounded_cuts_and_marks_the_cut() {
+        assert_eq!(super::bounded("abc", 3), "abc");
+        assert_eq!(super::bounded("abcd\n", 3), "abc…");
+        assert_eq!(super::bounded(&"é".repeat(10), 4), "éééé…");
     }
 }

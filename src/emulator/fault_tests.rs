@@ -1,5 +1,5 @@
 //! The fault modes over real HTTP: what each sends, which calls it hits, and what uses up its
-//! count. (What eit-certd makes of them is in `tests/faults.rs`.)
+//! count. (What eit-certd makes of them is in `tests/it/faults.rs`.)
 
 use std::time::{Duration, Instant};
 

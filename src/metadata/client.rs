@@ -67,15 +67,137 @@ impl Operation {
     }
 }
 
+/// What went wrong below HTTP, classified from the error's causes by type (`io::Error`,
+/// `rustls::Error`), never by their text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportFailure {
+    /// No answer within `metadata.timeout`.
+    Timeout,
+    /// Nothing listens on the port (the connection was refused).
+    Refused,
+    /// Any other failure to connect (name resolution, no route).
+    Connect,
+    /// The server's certificate does not cover the host name in the URL.
+    TlsName,
+    /// The server's certificate does not verify against the trusted roots.
+    TlsUntrusted,
+    /// An https request was answered by something that does not speak TLS (plain http).
+    NotTls,
+    /// Any other TLS failure.
+    Tls,
+    /// The connection broke off mid-response.
+    BrokenOff,
+    Other,
+}
+
+impl TransportFailure {
+    fn classify(e: &reqwest::Error) -> TransportFailure {
+        if e.is_timeout() {
+            return TransportFailure::Timeout;
+        }
+        for cause in causes(e) {
+            if let Some(tls) = cause.downcast_ref::<rustls::Error>() {
+                return TransportFailure::from_tls(tls);
+            }
+            if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+                match io.kind() {
+                    std::io::ErrorKind::ConnectionRefused => return TransportFailure::Refused,
+                    std::io::ErrorKind::TimedOut => return TransportFailure::Timeout,
+                    _ => {}
+                }
+            }
+        }
+        if e.is_connect() {
+            TransportFailure::Connect
+        } else if e.is_body() || e.is_decode() {
+            TransportFailure::BrokenOff
+        } else {
+            TransportFailure::Other
+        }
+    }
+
+    fn from_tls(e: &rustls::Error) -> TransportFailure {
+        use rustls::{CertificateError, Error, InvalidMessage};
+        match e {
+            Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            ) => TransportFailure::TlsName,
+            Error::InvalidCertificate(_) => TransportFailure::TlsUntrusted,
+            Error::InvalidMessage(InvalidMessage::InvalidContentType)
+            | Error::InvalidMessage(InvalidMessage::UnknownProtocolVersion) => {
+                TransportFailure::NotTls
+            }
+            _ => TransportFailure::Tls,
+        }
+    }
+
+    /// The words for the message: what failed, and what to do.
+    fn describe(self) -> (&'static str, &'static str) {
+        match self {
+            TransportFailure::Timeout => (
+                "timed out",
+                "the service did not answer within metadata.timeout; eit-certd retries with backoff",
+            ),
+            TransportFailure::Refused => (
+                "could not connect",
+                "nothing answers there: check metadata.endpoint (http or https, and the port) and \
+                 that the metadata service is enabled for this instance",
+            ),
+            TransportFailure::Connect => (
+                "could not connect",
+                "check metadata.endpoint and that the metadata service is enabled for this instance",
+            ),
+            TransportFailure::TlsName => (
+                "could not verify the server",
+                "the server's TLS certificate does not cover the host in metadata.endpoint: use the \
+                 name it was issued for, e.g. https://api.metadata.cloud.ibm.com",
+            ),
+            TransportFailure::TlsUntrusted => (
+                "could not verify the server",
+                "the server's TLS certificate is not signed by a CA this host trusts (nor by \
+                 metadata.ca_file when it is set): set metadata.ca_file to the CA that signed it",
+            ),
+            TransportFailure::NotTls => (
+                "got no TLS answer",
+                "the server does not speak https on that port (a plain http server?): check the \
+                 scheme in metadata.endpoint",
+            ),
+            TransportFailure::Tls => ("failed in the TLS handshake", "check metadata.endpoint"),
+            TransportFailure::BrokenOff => (
+                "broke off mid-response",
+                "the connection was closed early; eit-certd retries with backoff",
+            ),
+            TransportFailure::Other => ("failed", "check metadata.endpoint and metadata.ca_file"),
+        }
+    }
+
+    /// A failure that says the https endpoint is unusable because it could not be trusted
+    /// (as opposed to not being there at all).
+    pub fn is_verification(self) -> bool {
+        matches!(
+            self,
+            TransportFailure::TlsName
+                | TransportFailure::TlsUntrusted
+                | TransportFailure::NotTls
+                | TransportFailure::Tls
+        )
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("{what} to {url} {failure}: {cause}; {hint}", what = op.what())]
+    #[error(
+        "{what} to {url} {failure}: {cause}; {hint}",
+        what = op.what(),
+        failure = kind.describe().0,
+        hint = kind.describe().1
+    )]
     Transport {
         op: Operation,
         url: String,
-        failure: &'static str,
+        kind: TransportFailure,
+        /// The innermost causes, for the reader (classification uses `kind`).
         cause: String,
-        hint: &'static str,
     },
     #[error(
         "{what} to {url} failed with HTTP {status}: {message}{retry}; {hint}",
@@ -109,6 +231,17 @@ pub enum ClientError {
     Build(String),
     #[error("endpoint = \"auto\": neither {} nor {} answered ({detail}); is the metadata service enabled for this instance?", AUTO_CANDIDATES[0], AUTO_CANDIDATES[1])]
     NoEndpoint { detail: String },
+    #[error(
+        "endpoint = \"auto\": {https} is served but could not be trusted, so eit-certd does not \
+         fall back to plain http (that would send the token in clear): {cause}. Fix the https \
+         setup (metadata.ca_file), or set metadata.endpoint explicitly"
+    )]
+    AutoNotTrusted {
+        https: String,
+        cause: Box<ClientError>,
+    },
+    #[error("{what} to {url}: the service's access_token is not a valid HTTP header value (it holds line breaks, control or non-ASCII characters); refusing to use it", what = Operation::Token.what())]
+    BadToken { url: String },
 }
 
 fn status_hint(status: u16) -> &'static str {
@@ -183,7 +316,10 @@ pub struct Issued {
 
 pub struct Client {
     http: reqwest::Client,
-    base: String,
+    /// The configured base URL, or `None` for `endpoint = "auto"`.
+    fixed: Option<String>,
+    /// What `auto` settled on; probed again at the next request until it settles.
+    resolved: std::sync::Mutex<Option<String>>,
     family: ApiFamily,
     version: String,
     timeout: Duration,
@@ -194,7 +330,7 @@ pub struct Client {
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
-            .field("base", &self.base)
+            .field("base", &self.base_url())
             .field("family", &self.family)
             .field("version", &self.version)
             .field("token", &"<redacted>")
@@ -203,63 +339,52 @@ impl fmt::Debug for Client {
 }
 
 impl Client {
-    /// A client for `config`. With `endpoint = "auto"` this probes the candidates (see
-    /// [`AUTO_CANDIDATES`]) and keeps the first that answers a token request.
-    pub async fn connect(config: &MetadataConfig) -> Result<Client, ClientError> {
+    /// The client for `config`. With `endpoint = "auto"` nothing is probed yet: the first
+    /// request probes (see [`Client::resolve`]), so a daemon starts while the service is away.
+    pub fn connect(config: &MetadataConfig) -> Result<Client, ClientError> {
         match &config.endpoint {
             Endpoint::Url(url) => Client::new(config, url),
-            Endpoint::Auto => Client::probe(config, &AUTO_CANDIDATES).await,
+            Endpoint::Auto => Client::build(config, None, true),
         }
-    }
-
-    /// The first of `candidates` that answers a token request.
-    async fn probe(config: &MetadataConfig, candidates: &[&str]) -> Result<Client, ClientError> {
-        let mut errors = Vec::new();
-        for candidate in candidates {
-            let client = Client::new(config, candidate)?;
-            match client.token().await {
-                Ok(()) => {
-                    tracing::info!(endpoint = candidate, "endpoint = auto: using {candidate}");
-                    return Ok(client);
-                }
-                Err(e) => {
-                    tracing::info!(endpoint = candidate, error = %e, "endpoint = auto: {candidate} did not answer");
-                    errors.push(format!("{candidate}: {e}"));
-                }
-            }
-        }
-        Err(ClientError::NoEndpoint {
-            detail: errors.join("; "),
-        })
     }
 
     /// A client for one base URL, without probing.
     pub fn new(config: &MetadataConfig, base: &str) -> Result<Client, ClientError> {
+        let base = base.trim_end_matches('/').to_string();
         let https = base.starts_with("https://");
+        Client::build(config, Some(base), https)
+    }
+
+    fn build(
+        config: &MetadataConfig,
+        fixed: Option<String>,
+        https: bool,
+    ) -> Result<Client, ClientError> {
         let mut builder = reqwest::Client::builder()
             .use_rustls_tls()
             .no_proxy()
             .timeout(config.timeout.0)
             .connect_timeout(config.timeout.0)
             .redirect(reqwest::redirect::Policy::none())
+            .https_only(false)
             .user_agent(concat!("eit-certd/", env!("CARGO_PKG_VERSION")))
             // Without https there is nothing to verify; don't fail on a host without CA roots.
             .tls_built_in_root_certs(https && config.ca_file.is_none());
         if let Some(path) = &config.ca_file {
-            let pem = std::fs::read(path).map_err(|e| ClientError::CaFile {
+            let ca_error = |reason: String| ClientError::CaFile {
                 path: path.clone(),
-                reason: e.to_string(),
-            })?;
-            let certs =
-                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| ClientError::CaFile {
-                    path: path.clone(),
-                    reason: format!("not a PEM certificate bundle ({e})"),
-                })?;
+                reason,
+            };
+            let pem = crate::files::read(
+                path,
+                crate::files::Links::Follow,
+                crate::files::limit::CERTIFICATES,
+            )
+            .map_err(|e| ca_error(e.to_string()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| ca_error(format!("not a PEM certificate bundle ({e})")))?;
             if certs.is_empty() {
-                return Err(ClientError::CaFile {
-                    path: path.clone(),
-                    reason: "it holds no PEM certificate".into(),
-                });
+                return Err(ca_error("it holds no PEM certificate".into()));
             }
             for cert in certs {
                 builder = builder.add_root_certificate(cert);
@@ -270,7 +395,8 @@ impl Client {
             .map_err(|e| ClientError::Build(error_chain(&e)))?;
         Ok(Client {
             http,
-            base: base.trim_end_matches('/').to_string(),
+            fixed,
+            resolved: std::sync::Mutex::new(None),
             family: config.api,
             version: config.version.to_string(),
             timeout: config.timeout.0,
@@ -279,27 +405,120 @@ impl Client {
         })
     }
 
-    pub fn base_url(&self) -> &str {
-        &self.base
+    /// The base URL in use: the configured one, what `auto` settled on, or `"auto"` before
+    /// the first probe.
+    pub fn base_url(&self) -> String {
+        if let Some(base) = &self.fixed {
+            return base.clone();
+        }
+        self.resolved
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_default()
+            .unwrap_or_else(|| "auto".to_string())
     }
 
-    fn url(&self, op: Operation) -> String {
-        format!(
-            "{}{}?version={}",
-            self.base,
-            op.path(self.family),
-            self.version
-        )
+    /// The base URL for the next request; for `auto`, probes [`AUTO_CANDIDATES`].
+    async fn base(&self) -> Result<String, ClientError> {
+        if let Some(base) = &self.fixed {
+            return Ok(base.clone());
+        }
+        if let Some(base) = self.resolved.lock().ok().and_then(|r| r.clone()) {
+            return Ok(base);
+        }
+        let base = self.resolve(&AUTO_CANDIDATES).await?;
+        if let Ok(mut r) = self.resolved.lock() {
+            *r = Some(base.clone());
+        }
+        Ok(base)
+    }
+
+    /// `endpoint = "auto"`: https first; plain http only when https is not served at all
+    /// (the connection is refused). An https endpoint that answers but cannot be verified is
+    /// an attack or a misconfiguration, never a reason to send the token in clear. The
+    /// probe's token is kept for the request that follows.
+    async fn resolve(&self, candidates: &[&str]) -> Result<String, ClientError> {
+        let [https, rest @ ..] = candidates else {
+            return Err(ClientError::NoEndpoint {
+                detail: "no candidates".into(),
+            });
+        };
+        let first = match self.probe_one(https).await {
+            Ok(()) => {
+                tracing::info!(endpoint = https, "endpoint = auto: using {https}");
+                return Ok(https.to_string());
+            }
+            Err(e) => e,
+        };
+        match &first {
+            ClientError::Transport {
+                kind: TransportFailure::Refused,
+                ..
+            } => {}
+            ClientError::Transport { kind, .. } if kind.is_verification() => {
+                return Err(ClientError::AutoNotTrusted {
+                    https: https.to_string(),
+                    cause: Box::new(first),
+                })
+            }
+            _ => return Err(first),
+        }
+        let mut errors = vec![format!("{https}: {first}")];
+        for candidate in rest {
+            match self.probe_one(candidate).await {
+                Ok(()) => {
+                    tracing::warn!(
+                        endpoint = candidate,
+                        "endpoint = auto: {https} is not served (connection refused); using \
+                         {candidate}: the token travels unencrypted on the link-local network. \
+                         Enable secure access (https) for the metadata service to avoid that"
+                    );
+                    return Ok(candidate.to_string());
+                }
+                Err(e) => errors.push(format!("{candidate}: {e}")),
+            }
+        }
+        Err(ClientError::NoEndpoint {
+            detail: errors.join("; "),
+        })
+    }
+
+    /// A token request to `base`; the token is cached on success.
+    async fn probe_one(&self, base: &str) -> Result<(), ClientError> {
+        let started = Instant::now();
+        let (token, lifetime) = self.request_token_at(base, self.token_lifetime).await?;
+        self.cache(token, lifetime, started).await;
+        Ok(())
+    }
+
+    async fn cache(&self, token: AccessToken, lifetime: Duration, started: Instant) {
+        // Never start a request with a token that could expire before it completes.
+        let margin = self.timeout * 2 + Duration::from_secs(5);
+        *self.cached.lock().await = Some(CachedToken {
+            token,
+            usable_until: started
+                .checked_add(lifetime.saturating_sub(margin))
+                .unwrap_or(started),
+        });
+    }
+
+    fn url(&self, base: &str, op: Operation) -> String {
+        format!("{}{}?version={}", base, op.path(self.family), self.version)
     }
 
     /// A fresh token of `lifetime`, bypassing the cache (for `eit-certd token`).
     pub async fn new_token(&self, lifetime: Duration) -> Result<AccessToken, ClientError> {
-        let (token, _) = self.request_token(lifetime).await?;
+        let base = self.base().await?;
+        let (token, _) = self.request_token_at(&base, lifetime).await?;
         Ok(token)
     }
 
-    async fn request_token(
+    /// A token and how long it may be used: the service's `expires_in`, but never longer than
+    /// asked for (a service answering "forever" must not make us keep a token forever, nor
+    /// overflow a clock).
+    async fn request_token_at(
         &self,
+        base: &str,
         lifetime: Duration,
     ) -> Result<(AccessToken, Duration), ClientError> {
         let body = TokenRequest {
@@ -307,40 +526,53 @@ impl Client {
         };
         let mut headers = HeaderMap::new();
         headers.insert("Metadata-Flavor", "ibm".parse().expect("static header"));
-        let r: TokenResponse = self.call(Operation::Token, headers, &body).await?;
-        if r.access_token.is_empty() {
-            return Err(ClientError::BadJson {
-                op: Operation::Token,
-                url: self.url(Operation::Token),
-                detail: "access_token is empty".into(),
-            });
-        }
+        let r: TokenResponse = self.call(base, Operation::Token, headers, &body).await?;
         let token = AccessToken(Zeroizing::new(r.access_token.clone()));
         // The response struct's copy is dropped here; overwrite it first.
         drop(Zeroizing::new(r.access_token));
-        Ok((token, Duration::from_secs(r.expires_in)))
+        let url = || self.url(base, Operation::Token);
+        if token.expose().is_empty() {
+            return Err(ClientError::BadJson {
+                op: Operation::Token,
+                url: url(),
+                detail: "access_token is empty".into(),
+            });
+        }
+        // It goes into a header: a token with a line break would otherwise be dropped or
+        // replaced on the way and show up as a puzzling 401.
+        if !is_header_token(token.expose()) {
+            return Err(ClientError::BadToken { url: url() });
+        }
+        Ok((token, Duration::from_secs(r.expires_in).min(lifetime)))
     }
 
     /// Runs `f` with a cached token, fetching one if there is none usable.
-    async fn with_token<T>(&self, f: impl FnOnce(&AccessToken) -> T) -> Result<T, ClientError> {
-        let mut cached = self.cached.lock().await;
-        let usable = matches!(&*cached, Some(c) if Instant::now() < c.usable_until);
+    async fn with_token<T>(
+        &self,
+        base: &str,
+        f: impl FnOnce(&AccessToken) -> T,
+    ) -> Result<T, ClientError> {
+        let usable =
+            matches!(&*self.cached.lock().await, Some(c) if Instant::now() < c.usable_until);
         if !usable {
             let started = Instant::now();
-            let (token, lifetime) = self.request_token(self.token_lifetime).await?;
-            // Never start a request with a token that could expire before it completes.
-            let margin = self.timeout * 2 + Duration::from_secs(5);
-            *cached = Some(CachedToken {
-                token,
-                usable_until: started + lifetime.saturating_sub(margin),
-            });
+            let (token, lifetime) = self.request_token_at(base, self.token_lifetime).await?;
+            self.cache(token, lifetime, started).await;
         }
-        Ok(f(&cached.as_ref().expect("filled above").token))
+        let cached = self.cached.lock().await;
+        match cached.as_ref() {
+            Some(c) => Ok(f(&c.token)),
+            // Cannot happen (filled above, under no other writer); fail rather than panic.
+            None => Err(ClientError::NoEndpoint {
+                detail: "no token".into(),
+            }),
+        }
     }
 
     /// A token for callers that need one (`token` command, probing); goes through the cache.
     pub async fn token(&self) -> Result<(), ClientError> {
-        self.with_token(|_| ()).await
+        let base = self.base().await?;
+        self.with_token(&base, |_| ()).await
     }
 
     pub async fn forget_token(&self) {
@@ -394,27 +626,31 @@ impl Client {
         op: Operation,
         body: &B,
     ) -> Result<T, ClientError> {
+        let base = self.base().await?;
         let headers = self
-            .with_token(|t| {
+            .with_token(&base, |t| {
                 let mut h = HeaderMap::new();
-                let mut value: reqwest::header::HeaderValue = format!("Bearer {}", t.expose())
-                    .parse()
-                    .unwrap_or_else(|_| reqwest::header::HeaderValue::from_static("Bearer -"));
-                value.set_sensitive(true);
-                h.insert(AUTHORIZATION, value);
+                // Checked when the token arrived (is_header_token), so this cannot fail.
+                if let Ok(mut value) =
+                    reqwest::header::HeaderValue::from_str(&format!("Bearer {}", t.expose()))
+                {
+                    value.set_sensitive(true);
+                    h.insert(AUTHORIZATION, value);
+                }
                 h
             })
             .await?;
-        self.call(op, headers, body).await
+        self.call(&base, op, headers, body).await
     }
 
     async fn call<B: serde::Serialize, T: DeserializeOwned>(
         &self,
+        base: &str,
         op: Operation,
         mut headers: HeaderMap,
         body: &B,
     ) -> Result<T, ClientError> {
-        let url = self.url(op);
+        let url = self.url(base, op);
         let mut request = self.http.request(op.method(), &url);
         if op.method() != Method::GET {
             headers.insert(
@@ -449,9 +685,15 @@ impl Client {
         serde_json::from_slice(&body).map_err(|e| ClientError::BadJson {
             op,
             url,
-            detail: e.to_string(),
+            // serde's message quotes the offending value, which the service controls.
+            detail: crate::text::bounded(&e.to_string(), 200),
         })
     }
+}
+
+/// A token usable as is in `Authorization: Bearer …`: visible ASCII only.
+fn is_header_token(token: &str) -> bool {
+    token.bytes().all(|b| b.is_ascii_graphic())
 }
 
 async fn read_capped(
@@ -488,74 +730,41 @@ async fn read_capped(
 }
 
 fn transport_error(op: Operation, url: &str, e: reqwest::Error) -> ClientError {
-    let cause = error_chain(&e);
-    let (failure, hint) = if e.is_timeout() {
-        (
-            "timed out",
-            "the service did not answer within metadata.timeout; eit-certd retries with backoff",
-        )
-    } else if cause.contains("not valid for name") {
-        (
-            "could not verify the server",
-            "the server's TLS certificate does not cover the host in metadata.endpoint: use the \
-             name it was issued for, e.g. https://api.metadata.cloud.ibm.com",
-        )
-    } else if cause.contains("certificate") || cause.contains("UnknownIssuer") {
-        (
-            "could not verify the server",
-            "the server's TLS certificate is not signed by a CA this host trusts: set \
-             metadata.ca_file to the CA that signed it",
-        )
-    } else if e.is_connect() {
-        (
-            "could not connect",
-            "check metadata.endpoint and that the metadata service is enabled for this instance",
-        )
-    } else if e.is_body() || e.is_decode() {
-        (
-            "broke off mid-response",
-            "the connection was closed early; eit-certd retries with backoff",
-        )
-    } else {
-        ("failed", "check metadata.endpoint and metadata.ca_file")
-    };
     ClientError::Transport {
         op,
         url: url.to_string(),
-        failure,
-        cause,
-        hint,
+        kind: TransportFailure::classify(&e),
+        cause: error_chain(&e),
     }
 }
 
-/// The innermost causes of `e`, which say what actually happened (a certificate error, a
-/// refused connection) where reqwest's own text only says "error sending request".
-fn error_chain(e: &dyn std::error::Error) -> String {
-    // reqwest's outer text repeats the URL, which the message already names.
-    let mut parts: Vec<String> = Vec::new();
-    let top = e.to_string();
-    if !top.starts_with("error sending request") {
-        parts.push(top);
-    }
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
+/// `e` and its causes, outermost first. An `io::Error` is looked into: its `source()` skips
+/// the error it wraps (and the TLS layer wraps a `rustls::Error` in two of them).
+fn causes<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(e), |cause| {
+        match cause.downcast_ref::<std::io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => cause.source(),
         }
-        source = s.source();
-    }
-    if parts.is_empty() {
-        parts.push(e.to_string());
-    }
-    parts.join(": ")
+    })
+}
+
+/// The innermost cause of `e`, which says what actually happened (a certificate error, a
+/// refused connection) where reqwest's own text only says "error sending request for url".
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let innermost = causes(e).last().unwrap_or(e);
+    crate::text::bounded(&innermost.to_string(), 500)
 }
 
 /// The IBM error body's `code: message` pairs, or a short excerpt of a non-JSON body.
 fn error_message(status: StatusCode, body: &[u8]) -> String {
     if let Ok(parsed) = serde_json::from_slice::<ErrorBody>(body) {
         if !parsed.errors.is_empty() {
-            return one_line(&parsed.summary());
+            return crate::text::bounded(&parsed.summary(), 500);
         }
     }
     let text = String::from_utf8_lossy(body);
@@ -574,29 +783,17 @@ fn error_message(status: StatusCode, body: &[u8]) -> String {
     )
 }
 
-/// The service's own words made fit for a log line or an sd_notify `STATUS=`: control
-/// characters and line breaks (which could forge a log line, or a `WATCHDOG=trigger` field)
-/// become spaces, and the text is cut at 500 characters.
-fn one_line(text: &str) -> String {
-    const LIMIT: usize = 500;
-    let head: String = text.chars().take(LIMIT).collect();
-    let mut line = crate::text::one_line(&head);
-    if text.chars().nth(LIMIT).is_some() {
-        line.push('…');
-    }
-    line
-}
-
-/// `Retry-After` as delta-seconds or an HTTP-date.
+/// `Retry-After` as delta-seconds or an HTTP-date (any of the three formats HTTP allows).
 pub fn parse_retry_after(value: &str) -> Option<Duration> {
     let value = value.trim();
     if let Ok(secs) = value.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
-    let when =
-        time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc2822).ok()?;
-    let delta = when - time::OffsetDateTime::now_utc();
-    Some(delta.try_into().unwrap_or(Duration::ZERO))
+    let when = httpdate::parse_http_date(value).ok()?;
+    Some(
+        when.duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
 }
 
 #[cfg(test)]
@@ -611,6 +808,22 @@ mod tests {
             Some(Duration::ZERO)
         );
         assert_eq!(parse_retry_after("soon"), None);
+        // The other two formats HTTP allows for dates.
+        assert_eq!(
+            parse_retry_after("Wednesday, 21-Oct-15 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(
+            parse_retry_after("Wed Oct 21 07:28:00 2015"),
+            Some(Duration::ZERO)
+        );
+        let later =
+            httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(120));
+        let d = parse_retry_after(&later).unwrap();
+        assert!(
+            d > Duration::from_secs(100) && d <= Duration::from_secs(120),
+            "{d:?}"
+        );
     }
 
     #[test]
@@ -643,6 +856,9 @@ mod tests {
         );
         let m = error_message(StatusCode::BAD_REQUEST, long.as_bytes());
         assert_eq!(m.chars().count(), 501);
+        assert!(!is_header_token("abc\r\nX-Injected: 1"));
+        assert!(!is_header_token("t\u{e9}"));
+        assert!(is_header_token("eyJhbGciOi.J9-_x"));
         assert!(m.ends_with('…'));
     }
 
@@ -667,23 +883,90 @@ mod tests {
         assert_eq!(format!("{t:?}"), "AccessToken(<redacted>)");
     }
 
+    fn auto_client() -> Client {
+        let config = MetadataConfig {
+            endpoint: Endpoint::Auto,
+            ..MetadataConfig::default()
+        };
+        Client::connect(&config).unwrap()
+    }
+
     #[tokio::test]
-    async fn auto_takes_the_first_candidate_that_answers() {
+    async fn auto_falls_back_to_http_only_when_https_is_refused() {
         let emulator = crate::emulator::start(crate::emulator::Options::default())
             .await
             .unwrap();
-        let config = MetadataConfig::default();
         // Nothing listens on port 1: refused at once, then the emulator answers.
-        let chosen = Client::probe(&config, &["http://127.0.0.1:1", emulator.base_url()])
+        let chosen = auto_client()
+            .resolve(&["https://127.0.0.1:1", emulator.base_url()])
             .await
             .unwrap();
-        assert_eq!(chosen.base_url(), emulator.base_url());
-        let e = Client::probe(&config, &["http://127.0.0.1:1"])
+        assert_eq!(chosen, emulator.base_url());
+        let e = auto_client()
+            .resolve(&["https://127.0.0.1:1", "http://127.0.0.1:1"])
             .await
             .unwrap_err();
         assert!(matches!(e, ClientError::NoEndpoint { .. }));
         assert!(e.to_string().contains("http://127.0.0.1:1"), "{e}");
         emulator.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn auto_never_downgrades_when_https_cannot_be_verified() {
+        let tls = crate::emulator::start(crate::emulator::Options {
+            tls: true,
+            ..crate::emulator::Options::default()
+        })
+        .await
+        .unwrap();
+        let plain = crate::emulator::start(crate::emulator::Options::default())
+            .await
+            .unwrap();
+        // The emulator's CA is in no trust store here: verification fails.
+        let e = auto_client()
+            .resolve(&[tls.base_url(), plain.base_url()])
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ClientError::AutoNotTrusted { .. }), "{e}");
+        assert!(e.to_string().contains("does not fall back"), "{e}");
+        // A plain http server on the https candidate: not TLS, so no fallback either.
+        let e = auto_client()
+            .resolve(&[
+                &plain.base_url().replace("http://", "https://"),
+                plain.base_url(),
+            ])
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ClientError::AutoNotTrusted { .. }), "{e}");
+        assert!(e.to_string().contains("does not speak https"), "{e}");
+        tls.shutdown().await;
+        plain.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn transport_failures_are_classified_by_type() {
+        let tls = crate::emulator::start(crate::emulator::Options {
+            tls: true,
+            ..crate::emulator::Options::default()
+        })
+        .await
+        .unwrap();
+        let config = MetadataConfig::default();
+        let kind = |e: ClientError| match e {
+            ClientError::Transport { kind, .. } => kind,
+            other => panic!("{other}"),
+        };
+        let refused = Client::new(&config, "http://127.0.0.1:1").unwrap();
+        assert_eq!(
+            kind(refused.token().await.unwrap_err()),
+            TransportFailure::Refused
+        );
+        let untrusted = Client::new(&config, tls.base_url()).unwrap();
+        assert_eq!(
+            kind(untrusted.token().await.unwrap_err()),
+            TransportFailure::TlsUntrusted
+        );
+        tls.shutdown().await;
     }
 
     #[test]
@@ -694,7 +977,7 @@ mod tests {
         };
         let c = Client::new(&cfg, "http://127.0.0.1:9/").unwrap();
         assert_eq!(
-            c.url(Operation::Certificate),
+            c.url(&c.base_url(), Operation::Certificate),
             "http://127.0.0.1:9/instance_identity/v1/certificates?version=2025-08-26"
         );
         assert!(!format!("{c:?}").contains("Bearer"));

@@ -365,9 +365,13 @@ fn check_anchor(last: &X509Certificate<'_>, anchor: &Anchor) -> Result<(), Rejec
 
 /// A distinguished name as one printable line. Names come from the service's certificates and
 /// end up in logs, `status` and systemd's status line, where a newline would forge a line.
+/// Cut at 256 characters: a name can be as long as the response.
 fn name(n: &x509_parser::x509::X509Name<'_>) -> String {
-    crate::text::one_line(&n.to_string())
+    crate::text::bounded(&n.to_string(), NAME_LIMIT)
 }
+
+/// Longest name (in characters) put into a message.
+const NAME_LIMIT: usize = 256;
 
 /// A DER INTEGER's leading 0x00 only keeps it positive; `openssl -serial` does not print it.
 fn trim_sign_byte(serial: &[u8]) -> &[u8] {

@@ -1,7 +1,6 @@
 //! Shared helpers for integration tests: start the real emulator binary, write configs, run
 //! the real `eit-certd` binary, and look at what landed on disk.
 
-
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
@@ -105,6 +104,11 @@ impl Setup {
     /// `timeout = "5s"` unless it sets `timeout` itself); `extra` is appended verbatim to the
     /// generated TOML (extra sections or [[hooks]]).
     pub fn new(emulator: &Emulator, key_bits: u32, extra_metadata: &str, extra: &str) -> Setup {
+        Setup::for_url(&emulator.url, key_bits, extra_metadata, extra)
+    }
+
+    /// [`Setup::new`] for a service at `url` that is not an [`Emulator`].
+    pub fn for_url(url: &str, key_bits: u32, extra_metadata: &str, extra: &str) -> Setup {
         let tmp = tempfile::tempdir().unwrap();
         let out = tmp.path().join("out");
         let config = tmp.path().join("config.toml");
@@ -121,8 +125,8 @@ impl Setup {
         let text = format!(
             "[metadata]\nendpoint = \"{}\"\n{default_timeout}{extra_metadata}\n\
              [certificate]\nkey_bits = {key_bits}\nsubject = {{ C = \"US\", O = \"eit-certd tests\" }}\n\
-             min_remaining = \"5s\"\njitter = \"0s\"\n\n[output]\ndir = \"{}\"\n\n{extra}\n",
-            emulator.url,
+             min_remaining = \"5s\"\njitter = \"0s\"\nmin_interval = \"1s\"\n\n[output]\ndir = \"{}\"\n\n{extra}\n",
+            url,
             out.display()
         );
         std::fs::write(&config, text).unwrap();
@@ -533,4 +537,88 @@ impl Setup {
         let text = text.replacen("[output]\n", &format!("[output]\n{lines}\n"), 1);
         std::fs::write(&self.config, text).unwrap();
     }
+}
+
+/// What a [`CannedServer`] saw of one request.
+#[derive(Debug, Clone)]
+pub struct SeenRequest {
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+}
+
+/// A hostile metadata service on loopback: answers each request whose path contains a route's
+/// key with that route's status and body (the first match), 404 otherwise, and records what
+/// it saw. For answers the emulator would never give (a token that lasts forever, a token
+/// with a line break, a megabyte where a list belongs).
+pub struct CannedServer {
+    pub url: String,
+    pub seen: std::sync::Arc<std::sync::Mutex<Vec<SeenRequest>>>,
+}
+
+impl CannedServer {
+    pub fn start(routes: Vec<(&'static str, u16, String)>) -> CannedServer {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                if reader.read_line(&mut line).is_err() {
+                    continue;
+                }
+                let mut parts = line.split_whitespace();
+                let method = parts.next().unwrap_or("").to_string();
+                let path = parts.next().unwrap_or("").to_string();
+                let mut headers = Vec::new();
+                let mut length = 0usize;
+                loop {
+                    let mut h = String::new();
+                    if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                        break;
+                    }
+                    if let Some((k, v)) = h.trim_end().split_once(':') {
+                        if k.eq_ignore_ascii_case("content-length") {
+                            length = v.trim().parse().unwrap_or(0);
+                        }
+                        headers.push((k.to_ascii_lowercase(), v.trim().to_string()));
+                    }
+                }
+                let mut body = vec![0u8; length];
+                let _ = reader.read_exact(&mut body);
+                let (status, answer) = routes
+                    .iter()
+                    .find(|(key, _, _)| path.contains(key))
+                    .map(|(_, s, b)| (*s, b.clone()))
+                    .unwrap_or((404, "{}".to_string()));
+                log.lock().unwrap().push(SeenRequest {
+                    method,
+                    path,
+                    headers,
+                });
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+                    answer.len()
+                );
+            }
+        });
+        CannedServer { url, seen }
+    }
+
+    pub fn seen(&self) -> Vec<SeenRequest> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+/// A token answer with the given `access_token` (JSON-escaped here) and `expires_in`.
+pub fn token_json(token: &str, expires_in: &str) -> String {
+    format!(
+        r#"{{"access_token":{},"created_at":"2026-01-01T00:00:00Z","expires_at":"2026-01-01T00:05:00Z","expires_in":{expires_in}}}"#,
+        serde_json::to_string(token).unwrap()
+    )
 }

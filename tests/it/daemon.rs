@@ -1,6 +1,5 @@
 //! `eit-certd run` against the real emulator: rotations, hooks, signals, repair, one instance.
 
-
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -43,9 +42,15 @@ fn rotates_before_expiry_and_runs_hooks_with_the_documented_environment() {
     // Keep every generation so each one can be checked afterwards.
     setup.add_output_settings("keep = 20");
     let daemon = DaemonProc::start(&setup);
-    wait_for(Duration::from_secs(30), "4 generations", || {
-        (generation_count(&setup) >= 4).then_some(())
-    });
+    // The hooks run after each install: stop only once four of them have run.
+    wait_for(
+        Duration::from_secs(30),
+        "4 generations and their hooks",
+        || {
+            let hook_runs = std::fs::read_dir(hook_dir.path()).ok()?.count();
+            (generation_count(&setup) >= 4 && hook_runs >= 4).then_some(())
+        },
+    );
     drop(daemon);
 
     let gens = setup.generations();
@@ -114,7 +119,13 @@ fn sigusr1_renews_now_and_sighup_with_a_broken_config_keeps_the_old_one() {
         current_serial(&setup)
     });
 
-    // The key for the next renewal was made ahead of time, after the install.
+    // The key for the next renewal is made ahead of time, after the install.
+    wait_for(Duration::from_secs(120), "the next key", || {
+        daemon
+            .log_text()
+            .contains("the next key is ready")
+            .then_some(())
+    });
     daemon.signal(Signal::SIGUSR1);
     let second = wait_for(Duration::from_secs(20), "renewal after SIGUSR1", || {
         current_serial(&setup).filter(|s| *s != first)

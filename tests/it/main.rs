@@ -12,6 +12,7 @@ mod demo;
 mod faults;
 mod hook_scripts;
 mod hostile_fs;
+mod hostile_inputs;
 mod integrations;
 mod renew;
 mod secrets;

@@ -1,0 +1,213 @@
+//! Reading files that someone else could have planted or replaced: every read is bounded, only
+//! regular files are read, and where a planted symlink could redirect us it is not followed.
+//!
+//! The output directory, the config file and the CA files are ordinary paths, but what sits at
+//! them is not trusted: `cert.pem` may have become a link to `/dev/zero`, a FIFO that never
+//! answers, or a symlink to a file we must not touch. Opening with `O_NONBLOCK` makes a FIFO
+//! open return at once, `fstat` on the open descriptor (not the path, which could be swapped
+//! in between) tells what it really is, and the read stops one byte past the cap.
+
+use std::fs::{File, OpenOptions};
+use std::io::Read;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use zeroize::Zeroizing;
+
+/// Caps for what we read, by kind. Each is far above anything legitimate.
+pub mod limit {
+    /// A PEM file holding a certificate or a chain (the service sends two certificates).
+    pub const CERTIFICATES: u64 = 1024 * 1024;
+    /// A PEM private key (RSA-8192 in PKCS#8 is about 6.5 KiB).
+    pub const KEY: u64 = 64 * 1024;
+    /// The config file.
+    pub const CONFIG: u64 = 1024 * 1024;
+    /// `state.json`.
+    pub const STATE: u64 = 1024 * 1024;
+}
+
+/// Whether a symlink at the final path component is followed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Links {
+    /// The path is the administrator's (a config file managed as a symlink is normal).
+    Follow,
+    /// The path is inside a directory we own: a symlink there was planted.
+    Refuse,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("cannot read {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{} is a symlink; refusing to follow it (remove it; eit-certd writes a regular file there)", path.display())]
+    Symlink { path: PathBuf },
+    #[error("{} is {what}, not a regular file; refusing to read it", path.display())]
+    NotRegular { path: PathBuf, what: &'static str },
+    #[error("{} is larger than {limit} bytes; refusing to read it", path.display())]
+    TooLarge { path: PathBuf, limit: u64 },
+}
+
+impl ReadError {
+    /// The file does not exist (as opposed to existing and being unusable).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, ReadError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+    }
+
+    pub fn path(&self) -> &Path {
+        match self {
+            ReadError::Io { path, .. }
+            | ReadError::Symlink { path }
+            | ReadError::NotRegular { path, .. }
+            | ReadError::TooLarge { path, .. } => path,
+        }
+    }
+}
+
+/// Opens `path` for reading and checks that it is a regular file.
+pub fn open_regular(path: &Path, links: Links) -> Result<File, ReadError> {
+    let mut flags = nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC | nix::libc::O_NOCTTY;
+    if links == Links::Refuse {
+        flags |= nix::libc::O_NOFOLLOW;
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(flags)
+        .open(path)
+        .map_err(|source| {
+            if links == Links::Refuse && source.raw_os_error() == Some(nix::libc::ELOOP) {
+                ReadError::Symlink {
+                    path: path.to_path_buf(),
+                }
+            } else {
+                ReadError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            }
+        })?;
+    let meta = file.metadata().map_err(|source| ReadError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let kind = meta.file_type();
+    if !kind.is_file() {
+        let what = if kind.is_dir() {
+            "a directory"
+        } else if kind.is_fifo() {
+            "a FIFO"
+        } else if kind.is_char_device() {
+            "a character device"
+        } else if kind.is_block_device() {
+            "a block device"
+        } else if kind.is_socket() {
+            "a socket"
+        } else {
+            "not a regular file"
+        };
+        return Err(ReadError::NotRegular {
+            path: path.to_path_buf(),
+            what,
+        });
+    }
+    Ok(file)
+}
+
+/// Reads all of `path`, at most `limit` bytes.
+pub fn read(path: &Path, links: Links, limit: u64) -> Result<Vec<u8>, ReadError> {
+    let file = open_regular(path, links)?;
+    let mut data = Vec::new();
+    read_into(file, path, limit, &mut data)?;
+    Ok(data)
+}
+
+/// [`read`] into a buffer that is wiped when dropped, for key material. Reserved up front so
+/// that growing it leaves no stale copies behind.
+pub fn read_secret(path: &Path, links: Links, limit: u64) -> Result<Zeroizing<Vec<u8>>, ReadError> {
+    let file = open_regular(path, links)?;
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut data = Zeroizing::new(Vec::with_capacity(size.min(limit) as usize + 1));
+    read_into(file, path, limit, &mut data)?;
+    Ok(data)
+}
+
+/// [`read`] as UTF-8 text; an invalid byte is an `InvalidData` error naming the offset.
+pub fn read_to_string(path: &Path, links: Links, limit: u64) -> Result<String, ReadError> {
+    let bytes = read(path, links, limit)?;
+    String::from_utf8(bytes).map_err(|e| ReadError::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.utf8_error()),
+    })
+}
+
+fn read_into(file: File, path: &Path, limit: u64, data: &mut Vec<u8>) -> Result<(), ReadError> {
+    // One byte past the cap tells "exactly at the cap" from "larger".
+    let mut taken = file.take(limit + 1);
+    taken.read_to_end(data).map_err(|source| ReadError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if data.len() as u64 > limit {
+        return Err(ReadError::TooLarge {
+            path: path.to_path_buf(),
+            limit,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn regular_files_are_read_up_to_the_cap() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("f");
+        std::fs::write(&p, b"12345").unwrap();
+        assert_eq!(read(&p, Links::Refuse, 5).unwrap(), b"12345");
+        let e = read(&p, Links::Refuse, 4).unwrap_err();
+        assert!(matches!(e, ReadError::TooLarge { limit: 4, .. }), "{e}");
+        assert!(read(&tmp.path().join("missing"), Links::Refuse, 4)
+            .unwrap_err()
+            .is_not_found());
+    }
+
+    #[test]
+    fn devices_fifos_and_directories_are_refused_without_blocking() {
+        let tmp = tempfile::tempdir().unwrap();
+        let fifo = tmp.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        // Nobody writes to the FIFO: a blocking open would hang here forever.
+        let e = read(&fifo, Links::Follow, 10).unwrap_err();
+        assert!(
+            matches!(e, ReadError::NotRegular { what: "a FIFO", .. }),
+            "{e}"
+        );
+        let e = read(Path::new("/dev/zero"), Links::Follow, 10).unwrap_err();
+        assert!(e.to_string().contains("a character device"), "{e}");
+        let e = read(tmp.path(), Links::Follow, 10).unwrap_err();
+        assert!(e.to_string().contains("a directory"), "{e}");
+    }
+
+    #[test]
+    fn planted_symlinks_are_refused_where_asked() {
+        let tmp = tempfile::tempdir().unwrap();
+        let target = tmp.path().join("target");
+        std::fs::write(&target, b"x").unwrap();
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert_eq!(read(&link, Links::Follow, 10).unwrap(), b"x");
+        let e = read(&link, Links::Refuse, 10).unwrap_err();
+        assert!(matches!(e, ReadError::Symlink { .. }), "{e}");
+        // A link to /dev/zero is a device once followed, and is still not read.
+        let zero = tmp.path().join("zero");
+        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        assert!(matches!(
+            read(&zero, Links::Follow, 10).unwrap_err(),
+            ReadError::NotRegular { .. }
+        ));
+    }
+}

@@ -1,0 +1,186 @@
+//! The stunnel client section printed by `eit-certd stunnel-config`: what goes into it is
+//! checked first, so that no argument can smuggle a directive (`x\nexec = /bin/sh`) into a
+//! file that a root stunnel then reads.
+
+use std::path::{Path, PathBuf};
+
+use crate::store;
+
+/// What the section is made of (the command's arguments, checked by [`Section::render`]).
+#[derive(Debug, Clone)]
+pub struct Section<'a> {
+    /// The section name, `[NAME]`.
+    pub name: &'a str,
+    /// Where stunnel listens for the local NFS client, `ADDR:PORT`.
+    pub accept: &'a str,
+    /// The mount target, `HOST:PORT`.
+    pub connect: &'a str,
+    /// CA bundle that verifies the file server.
+    pub ca_file: &'a Path,
+    /// The name the server's certificate must carry, if checked.
+    pub check_host: Option<&'a str>,
+    /// eit-certd's `output.dir`.
+    pub output_dir: &'a Path,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SectionError {
+    #[error("--{flag} {value:?} is not HOST:PORT (a host name, an IPv4 address or a [bracketed] IPv6 address, and a port from 1 to 65535)")]
+    HostPort { flag: &'static str, value: String },
+    #[error("--{flag} {value:?} is not a host name (letters, digits, '-' and '.')")]
+    Host { flag: &'static str, value: String },
+    #[error("--name {0:?} is not a section name: use letters, digits, '-', '_' and '.'")]
+    Name(String),
+    #[error("{what} {} must be an absolute path without control characters", path.display())]
+    Path { what: &'static str, path: PathBuf },
+}
+
+impl Section<'_> {
+    /// The section as text, or what is wrong with an argument.
+    pub fn render(&self) -> Result<String, SectionError> {
+        host_port("connect", self.connect)?;
+        let accept_port = host_port("accept", self.accept)?;
+        if !is_section_name(self.name) {
+            return Err(SectionError::Name(self.name.to_string()));
+        }
+        if let Some(h) = self.check_host {
+            if !is_host_name(h) {
+                return Err(SectionError::Host {
+                    flag: "check-host",
+                    value: h.to_string(),
+                });
+            }
+        }
+        let current = self.output_dir.join(store::CURRENT);
+        for (what, path) in [("--ca-file", self.ca_file), ("output.dir", self.output_dir)] {
+            if !is_clean_path(path) {
+                return Err(SectionError::Path {
+                    what,
+                    path: path.to_path_buf(),
+                });
+            }
+        }
+        let check_host = self
+            .check_host
+            .map(|h| format!("checkHost = {h}\n"))
+            .unwrap_or_default();
+        Ok(format!(
+            "; eit-certd: client section for an NFS share with encryption in transit.\n\
+             ; Mount with: mount -t nfs4 -o port={accept_port} 127.0.0.1:/<share path> /mnt/share\n\
+             [{name}]\n\
+             client = yes\n\
+             accept = {accept}\n\
+             connect = {connect}\n\
+             ; Renewed by eit-certd; `stunnel-reload` (SIGHUP) makes new connections use the new pair.\n\
+             cert = {cert}\n\
+             key = {key}\n\
+             ; Verify the file server.\n\
+             CAfile = {ca}\n\
+             verifyChain = yes\n\
+             {check_host}",
+            name = self.name,
+            accept = self.accept,
+            connect = self.connect,
+            cert = current.join(store::FULLCHAIN_FILE).display(),
+            key = current.join(store::KEY_FILE).display(),
+            ca = self.ca_file.display(),
+        ))
+    }
+}
+
+/// `HOST:PORT` with HOST a name, an IPv4 address or a bracketed IPv6 address; the port.
+fn host_port(flag: &'static str, value: &str) -> Result<u16, SectionError> {
+    let bad = || SectionError::HostPort {
+        flag,
+        value: value.to_string(),
+    };
+    let (host, port) = value.rsplit_once(':').ok_or_else(bad)?;
+    let port: u16 = port.parse().ok().filter(|p| *p != 0).ok_or_else(bad)?;
+    let host_ok = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => is_host_name(host),
+    };
+    if host_ok {
+        Ok(port)
+    } else {
+        Err(bad())
+    }
+}
+
+/// A DNS name or an IPv4 address: letters, digits, '-' and '.', 1 to 253 characters.
+fn is_host_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+}
+
+fn is_section_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+fn is_clean_path(p: &Path) -> bool {
+    p.is_absolute() && !p.to_string_lossy().chars().any(char::is_control)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn section<'a>(connect: &'a str, name: &'a str) -> Section<'a> {
+        Section {
+            name,
+            accept: "127.0.0.1:20049",
+            connect,
+            ca_file: Path::new("/etc/ssl/certs/ca-certificates.crt"),
+            check_host: None,
+            output_dir: Path::new("/var/lib/eit-certd"),
+        }
+    }
+
+    #[test]
+    fn good_arguments_make_a_section() {
+        let text = section("10.240.0.5:20049", "eit-nfs").render().unwrap();
+        assert!(text.contains("connect = 10.240.0.5:20049\n"), "{text}");
+        assert!(
+            text.contains("key = /var/lib/eit-certd/current/key.pem\n"),
+            "{text}"
+        );
+        assert!(section("[fd00::1]:20049", "x").render().is_ok());
+        assert!(section("share.example.com:20049", "x").render().is_ok());
+    }
+
+    #[test]
+    fn no_argument_can_add_a_directive() {
+        for connect in [
+            "x\nexec = /bin/sh:1",
+            "host:0",
+            "host:70000",
+            "host",
+            "[::1:2049",
+            "a b:1",
+        ] {
+            assert!(
+                matches!(
+                    section(connect, "n").render(),
+                    Err(SectionError::HostPort { .. })
+                ),
+                "{connect:?}"
+            );
+        }
+        assert!(matches!(
+            section("h:1", "n]\nexec = /bin/sh\n[x").render(),
+            Err(SectionError::Name(_))
+        ));
+        let mut s = section("h:1", "n");
+        s.check_host = Some("h\nexec = /bin/sh");
+        assert!(matches!(s.render(), Err(SectionError::Host { .. })));
+        let ca = PathBuf::from("/x\nexec = /bin/sh");
+        let mut s = section("h:1", "n");
+        s.ca_file = &ca;
+        assert!(matches!(s.render(), Err(SectionError::Path { .. })));
+    }
+}
