@@ -53,6 +53,8 @@ pub enum DaemonError {
     Client(#[from] crate::metadata::client::ClientError),
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    #[error(transparent)]
+    Swanctl(#[from] crate::swanctl::SwanctlError),
 }
 
 impl DaemonError {
@@ -64,7 +66,7 @@ impl DaemonError {
                 | DaemonError::Client(_)
                 | DaemonError::Renew(RenewError::Anchor { .. })
                 | DaemonError::Store(crate::store::StoreError::NoSuchGroup(_))
-        )
+        ) || matches!(self, DaemonError::Swanctl(e) if e.is_config())
     }
 }
 
@@ -143,6 +145,9 @@ impl Daemon {
         let removed = store.clean_litter()?;
         if removed > 0 {
             tracing::info!(removed, "removed leftovers of an interrupted install");
+        }
+        if let Some(layout) = crate::swanctl::Layout::from_config(&config) {
+            layout.ensure(&store)?;
         }
         let client = connect(&config).await?;
         let renewer = Renewer::new(config.clone(), client, store)?;

@@ -74,6 +74,9 @@ pub struct Report {
     #[serde(with = "time::serde::rfc3339::option")]
     pub renewal_due_at: Option<OffsetDateTime>,
     pub state: State,
+    /// The `[output.swanctl]` paths, when configured (filled in by the caller).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub swanctl: Option<Vec<crate::swanctl::PathStatus>>,
 }
 
 /// Reads the store and the state file.
@@ -105,6 +108,7 @@ pub fn build(
         problem: None,
         renewal_due_at: None,
         state,
+        swanctl: None,
     };
     let set = match current {
         Ok(Some(set)) => set,
@@ -265,6 +269,21 @@ impl Report {
                 "hook          {} at {}: {result}",
                 h.name,
                 rfc3339(h.at)
+            );
+        }
+        for p in self.swanctl.iter().flatten() {
+            let current = if p.resolves_to_current {
+                "current set"
+            } else {
+                "NOT the current set"
+            };
+            let _ = writeln!(
+                out,
+                "swanctl       {} {} ({current}): {} {}",
+                p.role.key(),
+                p.path.display(),
+                p.state,
+                p.detail
             );
         }
         out
