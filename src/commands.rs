@@ -168,9 +168,11 @@ async fn renew(config_path: &Path, args: &RenewArgs) -> Outcome {
     // Before anything is requested: a swanctl path that is not ours is refused here.
     let swanctl = crate::swanctl::Layout::from_config(&config);
     let linked = match &swanctl {
-        Some(layout) => layout
-            .ensure(&store)
-            .map_err(|e| if e.is_config() { usage(e) } else { failed(e) })?,
+        Some(layout) => {
+            layout
+                .ensure(&store)
+                .map_err(|e| if e.is_config() { usage(e) } else { failed(e) })?
+        }
         None => Vec::new(),
     };
     let policy = Policy::from(&config.certificate);

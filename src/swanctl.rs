@@ -198,8 +198,8 @@ impl Layout {
             Some(dir) => dir.0.clone(),
             None => default_dir(&DEFAULT_DIRS.map(Path::new)),
         };
-        let output_dir = std::path::absolute(&config.output.dir)
-            .unwrap_or_else(|_| config.output.dir.clone());
+        let output_dir =
+            std::path::absolute(&config.output.dir).unwrap_or_else(|_| config.output.dir.clone());
         Some(Layout {
             dir,
             output_dir,
@@ -219,7 +219,12 @@ impl Layout {
 
     /// The absolute path of `role`'s file.
     pub fn path(&self, role: Role) -> PathBuf {
-        let rel = &self.entries.iter().find(|(r, _)| *r == role).expect("all roles").1;
+        let rel = &self
+            .entries
+            .iter()
+            .find(|(r, _)| *r == role)
+            .expect("all roles")
+            .1;
         self.dir.join(rel)
     }
 
@@ -559,7 +564,10 @@ pub fn check(config: &Config) -> Vec<Problem> {
             )),
             PathState::UnsafeParent { path: p, what } => problems.push(problem(
                 key,
-                format!("{} is {what}; eit-certd does not write through it", p.display()),
+                format!(
+                    "{} is {what}; eit-certd does not write through it",
+                    p.display()
+                ),
                 "make it a real directory inside output.swanctl.dir".into(),
             )),
             _ => {}
@@ -751,8 +759,12 @@ mod tests {
         fn new() -> Fixture {
             let tmp = tempfile::tempdir().unwrap();
             let swanctl = tmp.path().join("swanctl");
-            for (d, mode) in [("", 0o755), ("private", 0o700), ("x509", 0o755), ("x509ca", 0o755)]
-            {
+            for (d, mode) in [
+                ("", 0o755),
+                ("private", 0o700),
+                ("x509", 0o755),
+                ("x509ca", 0o755),
+            ] {
                 let p = swanctl.join(d);
                 fs::create_dir_all(&p).unwrap();
                 fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
@@ -799,7 +811,10 @@ mod tests {
     #[test]
     fn the_default_dir_is_the_one_that_exists() {
         let tmp = tempfile::tempdir().unwrap();
-        let (a, b) = (tmp.path().join("swanctl"), tmp.path().join("strongswan/swanctl"));
+        let (a, b) = (
+            tmp.path().join("swanctl"),
+            tmp.path().join("strongswan/swanctl"),
+        );
         assert_eq!(default_dir(&[&a, &b]), a, "neither exists: the usual one");
         fs::create_dir_all(&b).unwrap();
         assert_eq!(default_dir(&[&a, &b]), b, "only the RHEL one exists");
@@ -818,10 +833,16 @@ mod tests {
             "cert = \"x509/\"",
         ] {
             let e = err(bad);
-            assert!(e.contains("output.swanctl paths") && e.contains(":2:"), "{bad}: {e}");
+            assert!(
+                e.contains("output.swanctl paths") && e.contains(":2:"),
+                "{bad}: {e}"
+            );
         }
         let e = err("dir = \"etc/swanctl\"");
-        assert!(e.contains("output.swanctl.dir") && e.contains("absolute"), "{e}");
+        assert!(
+            e.contains("output.swanctl.dir") && e.contains("absolute"),
+            "{e}"
+        );
         let e = err("cert = \"x509/a.pem\"\nchain = \"x509/a.pem\"");
         assert!(
             e.contains("output.swanctl.cert and output.swanctl.chain are the same path"),
@@ -842,12 +863,18 @@ mod tests {
         for role in [Role::Key, Role::Cert, Role::Chain] {
             let p = l.path(role);
             assert!(fs::symlink_metadata(&p).unwrap().file_type().is_symlink());
-            assert_eq!(fs::read_link(&p).unwrap(), f.out.join("current").join(role.file()));
+            assert_eq!(
+                fs::read_link(&p).unwrap(),
+                f.out.join("current").join(role.file())
+            );
         }
         let private = fs::metadata(f.swanctl.join("private")).unwrap();
         assert_eq!(private.permissions().mode() & 0o777, 0o700);
         assert!(l.inspect().iter().all(|(_, _, s)| *s == PathState::Linked));
-        assert!(l.link().unwrap().is_empty(), "a second link changes nothing");
+        assert!(
+            l.link().unwrap().is_empty(),
+            "a second link changes nothing"
+        );
         let leftovers: Vec<_> = fs::read_dir(f.swanctl.join("x509"))
             .unwrap()
             .flatten()
@@ -903,7 +930,10 @@ mod tests {
         let state = &l.inspect()[1].2;
         assert_eq!(state, &PathState::Stale { target: old });
         assert_eq!(l.link().unwrap().len(), 3);
-        assert_eq!(fs::read_link(&cert).unwrap(), f.out.join("current/cert.pem"));
+        assert_eq!(
+            fs::read_link(&cert).unwrap(),
+            f.out.join("current/cert.pem")
+        );
         // A path that escapes the output dir lexically is not ours.
         fs::remove_file(&cert).unwrap();
         symlink(f.out.join("../elsewhere/cert.pem"), &cert).unwrap();
@@ -927,7 +957,11 @@ mod tests {
             matches!(&e, SwanctlError::UnsafeParent { what, .. } if what == "a symlink"),
             "{e}"
         );
-        assert_eq!(fs::read_dir(&outside).unwrap().count(), 0, "nothing written outside");
+        assert_eq!(
+            fs::read_dir(&outside).unwrap().count(),
+            0,
+            "nothing written outside"
+        );
     }
 
     #[test]
@@ -936,7 +970,10 @@ mod tests {
         let l = f.layout("");
         fs::remove_dir_all(&f.swanctl).unwrap();
         let e = l.link().unwrap_err().to_string();
-        assert!(e.contains("does not exist") && e.contains("strongswan-swanctl"), "{e}");
+        assert!(
+            e.contains("does not exist") && e.contains("strongswan-swanctl"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -949,7 +986,11 @@ mod tests {
         fs::set_permissions(f.swanctl.join("private"), fs::Permissions::from_mode(0o755)).unwrap();
         let problems = check(&c);
         let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
-        assert_eq!(keys, ["output.swanctl.key", "output.swanctl.chain"], "{problems:#?}");
+        assert_eq!(
+            keys,
+            ["output.swanctl.key", "output.swanctl.chain"],
+            "{problems:#?}"
+        );
         assert!(problems[0].fix.starts_with("chmod 700"));
         assert!(problems[1].fix.contains("replace_existing = true"));
         let missing = config("dir = \"/nonexistent/swanctl\"", &f.out);
@@ -960,9 +1001,15 @@ mod tests {
     fn status_says_whether_each_path_resolves_to_the_current_set() {
         let f = Fixture::new();
         let l = f.layout("");
-        assert!(l.status().iter().all(|s| s.state == "missing" && !s.resolves_to_current));
+        assert!(l
+            .status()
+            .iter()
+            .all(|s| s.state == "missing" && !s.resolves_to_current));
         l.link().unwrap();
-        assert!(l.status().iter().all(|s| s.state == "linked" && !s.resolves_to_current));
+        assert!(l
+            .status()
+            .iter()
+            .all(|s| s.state == "linked" && !s.resolves_to_current));
         let generation = f.out.join("generations/000001-x");
         fs::create_dir_all(&generation).unwrap();
         for name in [store::KEY_FILE, store::CERT_FILE, store::CHAIN_FILE] {
@@ -993,11 +1040,12 @@ mod tests {
         let text = c.render(Path::new("/etc/swanctl"));
         assert!(text.contains("remote_addrs = 2001:db8::5\n"), "{text}");
         assert!(text.contains("local_ts = ::/0[any/any]\n"), "{text}");
-        assert!(text.contains("certs = /etc/swanctl/x509/type_ibmshare.pem\n"), "{text}");
+        assert!(
+            text.contains("certs = /etc/swanctl/x509/type_ibmshare.pem\n"),
+            "{text}"
+        );
         assert!(text.contains("#   /etc/swanctl/conf.d/ibmshare-ipsec-to-2001-db8--5.conf\n"));
         assert_eq!(text.matches('{').count(), text.matches('}').count());
-        assert!(text
-            .lines()
-            .all(|l| l.starts_with('#') || !l.contains('#')));
+        assert!(text.lines().all(|l| l.starts_with('#') || !l.contains('#')));
     }
 }

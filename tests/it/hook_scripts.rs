@@ -681,7 +681,12 @@ fn hooks_are_executable_posix_sh_with_a_header() {
     let names: Vec<_> = scripts.iter().map(|p| p.file_name().unwrap()).collect();
     assert_eq!(
         names,
-        ["nfs-remount", "stunnel-reload", "swanctl-reload", "tlshd-restart"]
+        [
+            "nfs-remount",
+            "stunnel-reload",
+            "swanctl-reload",
+            "tlshd-restart"
+        ]
     );
     for p in &scripts {
         let text = fs::read_to_string(p).unwrap();

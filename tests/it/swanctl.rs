@@ -96,7 +96,10 @@ fn swanctl_paths_follow_the_current_set_and_the_key_stays_private() {
     let key = dir.join(PATHS[0].0);
     assert_eq!(mode(&key), 0o600);
     use std::os::unix::fs::MetadataExt;
-    assert_eq!(fs::metadata(&key).unwrap().uid(), nix::unistd::geteuid().as_raw());
+    assert_eq!(
+        fs::metadata(&key).unwrap().uid(),
+        nix::unistd::geteuid().as_raw()
+    );
     assert_eq!(mode(&dir.join("private")), 0o700);
     assert_eq!(fs::read_dir(dir.join("private")).unwrap().count(), 1);
 
@@ -114,7 +117,10 @@ fn swanctl_paths_follow_the_current_set_and_the_key_stays_private() {
     let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let paths = json["swanctl"].as_array().unwrap();
     assert_eq!(paths.len(), 3);
-    assert!(paths.iter().all(|p| p["resolves_to_current"] == true), "{json}");
+    assert!(
+        paths.iter().all(|p| p["resolves_to_current"] == true),
+        "{json}"
+    );
 
     // A renewal changes nothing in swanctl's directory, yet the paths now give the new set.
     let before = snapshot(&dir);
@@ -170,14 +176,22 @@ fn a_path_that_is_not_ours_is_refused_before_anything_is_installed_and_handed_ov
             && err.contains("mount_helper.timer"),
         "{err}"
     );
-    assert_eq!(certificate_requests(&emulator), 0, "asked for a certificate");
+    assert_eq!(
+        certificate_requests(&emulator),
+        0,
+        "asked for a certificate"
+    );
     assert!(setup.generations().is_empty(), "installed something");
     assert_eq!(snapshot(&dir), before);
 
     // The daemon refuses to start the same way (a configuration error: exit 2).
     let mut daemon = DaemonProc::start(&setup);
     assert_eq!(daemon.wait_exit(Duration::from_secs(10)), Some(2));
-    assert!(daemon.log_text().contains("replace_existing"), "{}", daemon.log_text());
+    assert!(
+        daemon.log_text().contains("replace_existing"),
+        "{}",
+        daemon.log_text()
+    );
     assert!(setup.generations().is_empty());
 
     // Handed over: the file becomes our link; later renewals need no replace_existing.
@@ -185,11 +199,54 @@ fn a_path_that_is_not_ours_is_refused_before_anything_is_installed_and_handed_ov
     fs::write(&setup.config, format!("{text}replace_existing = true\n")).unwrap();
     assert_exit(&setup.run(&["renew"]), 0);
     assert!(fs::symlink_metadata(&key).unwrap().file_type().is_symlink());
-    assert_eq!(pubkey_of_key(&key), pubkey_of_key(&setup.current().join("key.pem")));
+    assert_eq!(
+        pubkey_of_key(&key),
+        pubkey_of_key(&setup.current().join("key.pem"))
+    );
     fs::write(&setup.config, text).unwrap();
     assert_exit(&setup.run(&["check"]), 0);
     assert_exit(&setup.run(&["renew", "--force"]), 0);
     assert_eq!(setup.generations().len(), 2);
+}
+
+#[test]
+fn the_daemon_links_the_paths_at_start_when_a_set_is_already_installed() {
+    let emulator = Emulator::start(&[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = swanctl_dir(tmp.path());
+    let setup = Setup::new(&emulator, 2048, "", "");
+    assert_exit(&setup.run(&["renew"]), 0);
+    let requests = certificate_requests(&emulator);
+    // The table is added to a running installation: the daemon links at start, without
+    // waiting for the next renewal (the set is valid for an hour).
+    let text = fs::read_to_string(&setup.config).unwrap();
+    fs::write(&setup.config, format!("{text}{}", swanctl_table(&dir, ""))).unwrap();
+    let daemon = DaemonProc::start(&setup);
+    let key = dir.join(PATHS[0].0);
+    wait_for(
+        Duration::from_secs(10),
+        "the daemon to link the paths",
+        || fs::read_link(dir.join(PATHS[2].0)).ok(),
+    );
+    assert_eq!(
+        fs::read_link(&key).unwrap(),
+        setup.current().join("key.pem")
+    );
+    wait_for(
+        Duration::from_secs(10),
+        "the daemon to say it is valid",
+        || {
+            daemon
+                .log_text()
+                .contains("installed certificate is valid")
+                .then_some(())
+        },
+    );
+    assert_eq!(
+        certificate_requests(&emulator),
+        requests,
+        "it renewed instead"
+    );
 }
 
 #[test]
@@ -207,7 +264,9 @@ fn swanctl_paths_outside_the_directory_are_configuration_errors() {
     assert_exit(&o, 2);
     let err = stderr(&o);
     assert!(
-        err.contains("config.toml:") && err.contains("output.swanctl paths") && err.contains("../../etc/x.pem"),
+        err.contains("config.toml:")
+            && err.contains("output.swanctl paths")
+            && err.contains("../../etc/x.pem"),
         "{err}"
     );
     assert_eq!(certificate_requests(&emulator), 0);
@@ -232,29 +291,50 @@ fn swanctl_config_prints_a_connection_for_the_configured_certificate() {
         "        remote_addrs = 10.240.64.5",
         "        proposals = aes256-sha384-ecp384",
         "        encap = yes",
-        &format!("            certs = {}", dir.join("x509/instance.pem").display()),
+        &format!(
+            "            certs = {}",
+            dir.join("x509/instance.pem").display()
+        ),
         "            id = %any",
         "                esp_proposals = aes256gcm16",
         "                mode = transport",
         "                start_action = trap",
         "                remote_ts = 10.240.64.5[any/any]",
         "                local_ts = 0.0.0.0/0[any/any]",
-        &format!("#   {}/conf.d/ibmshare-ipsec-to-10-240-64-5.conf", dir.display()),
+        &format!(
+            "#   {}/conf.d/ibmshare-ipsec-to-10-240-64-5.conf",
+            dir.display()
+        ),
         "#   swanctl --load-conns",
     ] {
-        assert!(text.lines().any(|l| l == line), "no line {line:?} in\n{text}");
+        assert!(
+            text.lines().any(|l| l == line),
+            "no line {line:?} in\n{text}"
+        );
     }
     assert!(stderr(&o).is_empty(), "{}", stderr(&o));
 
-    let o = setup.run(&["swanctl-config", "--remote", "2001:db8::5", "--name", "share.v6"]);
+    let o = setup.run(&[
+        "swanctl-config",
+        "--remote",
+        "2001:db8::5",
+        "--name",
+        "share.v6",
+    ]);
     assert_exit(&o, 0);
     let text = stdout(&o);
     assert!(text.contains("    share.v6 {\n") && text.contains("local_ts = ::/0[any/any]\n"));
 
     for (args, says) in [
         (vec!["--remote", "10.240.64"], "invalid IP address"),
-        (vec!["--remote", "10.0.0.1", "--name", "a b"], "invalid connection name"),
-        (vec!["--remote", "10.0.0.1", "--name", "x}"], "invalid connection name"),
+        (
+            vec!["--remote", "10.0.0.1", "--name", "a b"],
+            "invalid connection name",
+        ),
+        (
+            vec!["--remote", "10.0.0.1", "--name", "x}"],
+            "invalid connection name",
+        ),
         (vec![], "--remote"),
     ] {
         let o = setup.run(&[&["swanctl-config"][..], &args].concat());
@@ -264,7 +344,13 @@ fn swanctl_config_prints_a_connection_for_the_configured_certificate() {
 
     // Without a config file: the defaults, and a note that nothing maintains the path yet.
     let o = Command::new(bin())
-        .args(["--config", "/nonexistent/eit.toml", "swanctl-config", "--remote", "10.0.0.9"])
+        .args([
+            "--config",
+            "/nonexistent/eit.toml",
+            "swanctl-config",
+            "--remote",
+            "10.0.0.9",
+        ])
         .output()
         .unwrap();
     assert_exit(&o, 0);
@@ -360,7 +446,8 @@ fn prerequisites() -> Result<Prerequisites, String> {
             libipsec.display()
         ));
     }
-    let swanctl = swanctl_program().ok_or("swanctl is not installed (apt-get install strongswan-swanctl)")?;
+    let swanctl =
+        swanctl_program().ok_or("swanctl is not installed (apt-get install strongswan-swanctl)")?;
     for program in ["ip", "unshare", "openssl"] {
         let found = std::env::var_os("PATH")
             .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()));
@@ -462,8 +549,20 @@ swanctl {{
         .unwrap();
         // `ip netns exec` and `unshare` exec (no fork): the child is charon itself.
         let child = Command::new("ip")
-            .args(["netns", "exec", &ns.name, "unshare", "--mount", "--propagation", "private"])
-            .args(["sh", "-c", "mount -t tmpfs -o size=1m,mode=0755 tmpfs /run && exec \"$0\""])
+            .args([
+                "netns",
+                "exec",
+                &ns.name,
+                "unshare",
+                "--mount",
+                "--propagation",
+                "private",
+            ])
+            .args([
+                "sh",
+                "-c",
+                "mount -t tmpfs -o size=1m,mode=0755 tmpfs /run && exec \"$0\"",
+            ])
             .arg(&p.charon)
             .env("STRONGSWAN_CONF", &conf)
             .stdin(Stdio::null())
@@ -507,7 +606,11 @@ swanctl {{
 
     fn ok(&self, args: &[&str]) -> String {
         let (ok, out) = self.swanctl(args);
-        assert!(ok, "swanctl {args:?}:\n{out}\ncharon log:\n{}", self.log_text());
+        assert!(
+            ok,
+            "swanctl {args:?}:\n{out}\ncharon log:\n{}",
+            self.log_text()
+        );
         out
     }
 
@@ -626,7 +729,11 @@ fn capture(ifname: &str) -> (OwnedFd, i32) {
     let proto = (libc::ETH_P_ALL as u16).to_be();
     // SAFETY: plain socket(2); the result is checked and owned at once.
     let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(proto)) };
-    assert!(fd >= 0, "AF_PACKET socket: {}", std::io::Error::last_os_error());
+    assert!(
+        fd >= 0,
+        "AF_PACKET socket: {}",
+        std::io::Error::last_os_error()
+    );
     // SAFETY: fd is a fresh descriptor nobody else owns.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     let name = std::ffi::CString::new(ifname).unwrap();
@@ -646,7 +753,12 @@ fn capture(ifname: &str) -> (OwnedFd, i32) {
             std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
         )
     };
-    assert_eq!(r, 0, "bind to {ifname}: {}", std::io::Error::last_os_error());
+    assert_eq!(
+        r,
+        0,
+        "bind to {ifname}: {}",
+        std::io::Error::last_os_error()
+    );
     (fd, index)
 }
 
@@ -678,8 +790,15 @@ fn drain(fd: &OwnedFd, index: i32) -> Vec<Vec<u8>> {
     }
 }
 
-/// (source, destination, UDP ports, UDP payload) of an IPv4/UDP Ethernet frame.
-fn udp_of(frame: &[u8]) -> Option<([u8; 4], [u8; 4], u16, u16, &[u8])> {
+/// The addresses, destination port and payload of an IPv4/UDP Ethernet frame.
+struct Udp<'a> {
+    src: [u8; 4],
+    dst: [u8; 4],
+    dport: u16,
+    payload: &'a [u8],
+}
+
+fn udp_of(frame: &[u8]) -> Option<Udp<'_>> {
     if frame.len() < 14 + 20 || frame[12..14] != [0x08, 0x00] {
         return None;
     }
@@ -689,13 +808,12 @@ fn udp_of(frame: &[u8]) -> Option<([u8; 4], [u8; 4], u16, u16, &[u8])> {
         return None;
     }
     let udp = &ip[ihl..];
-    Some((
-        ip[12..16].try_into().ok()?,
-        ip[16..20].try_into().ok()?,
-        u16::from_be_bytes([udp[0], udp[1]]),
-        u16::from_be_bytes([udp[2], udp[3]]),
-        &udp[8..],
-    ))
+    Some(Udp {
+        src: ip[12..16].try_into().ok()?,
+        dst: ip[16..20].try_into().ok()?,
+        dport: u16::from_be_bytes([udp[2], udp[3]]),
+        payload: &udp[8..],
+    })
 }
 
 const INITIATOR: [u8; 4] = [192, 0, 2, 1];
@@ -717,7 +835,8 @@ fn assert_data_goes_through_esp(ns_i: &Netns, ns_r: &Netns, round: u32) {
         let (marker, arrived) = (marker.clone(), arrived.clone());
         move || {
             let s = std::net::UdpSocket::bind(("192.0.2.2", port)).unwrap();
-            s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(100)))
+                .unwrap();
             bound_tx.send(()).unwrap();
             let deadline = Instant::now() + Duration::from_secs(15);
             let mut buf = [0u8; 2048];
@@ -747,7 +866,10 @@ fn assert_data_goes_through_esp(ns_i: &Netns, ns_r: &Netns, round: u32) {
         }
     });
     let frames = sender.join().unwrap();
-    assert!(receiver.join().unwrap(), "the marker never arrived at the mount target");
+    assert!(
+        receiver.join().unwrap(),
+        "the marker never arrived at the mount target"
+    );
     let in_clear = frames
         .iter()
         .filter(|f| f.windows(marker.len()).any(|w| w == marker.as_bytes()))
@@ -756,15 +878,19 @@ fn assert_data_goes_through_esp(ns_i: &Netns, ns_r: &Netns, round: u32) {
     let esp = frames
         .iter()
         .filter_map(|f| udp_of(f))
-        .filter(|(src, dst, _, dport, payload)| {
-            *src == INITIATOR
-                && *dst == RESPONDER
-                && *dport == 4500
-                && payload.len() > marker.len()
-                && payload[..4] != [0, 0, 0, 0]
+        .filter(|u| {
+            u.src == INITIATOR
+                && u.dst == RESPONDER
+                && u.dport == 4500
+                && u.payload.len() > marker.len()
+                && u.payload[..4] != [0, 0, 0, 0]
         })
         .count();
-    assert!(esp > 0, "no ESP-in-UDP frame from the instance among {} frames", frames.len());
+    assert!(
+        esp > 0,
+        "no ESP-in-UDP frame from the instance among {} frames",
+        frames.len()
+    );
 }
 
 #[test]
@@ -784,7 +910,10 @@ fn ikev2_end_to_end_with_the_installed_certificate_through_a_rotation_and_a_fore
             return;
         }
     };
-    ns_i.ip(&format!("link add veth-i type veth peer name veth-r netns {}", ns_r.name));
+    ns_i.ip(&format!(
+        "link add veth-i type veth peer name veth-r netns {}",
+        ns_r.name
+    ));
     ns_i.ip("addr add 192.0.2.1/24 dev veth-i");
     ns_r.ip("addr add 192.0.2.2/24 dev veth-r");
     for (ns, dev) in [(&ns_i, "veth-i"), (&ns_r, "veth-r")] {
@@ -792,8 +921,8 @@ fn ikev2_end_to_end_with_the_installed_certificate_through_a_rotation_and_a_fore
         ns.ip("link set lo up");
     }
 
-    // The metadata service: certificates live 15 s, so that `run` rotates within seconds.
-    let emulator = Emulator::start(&["--max-lifetime", "15s"]);
+    // The metadata service: certificates live 20 s, so that `run` rotates within seconds.
+    let emulator = Emulator::start(&["--max-lifetime", "20s"]);
     let work = tempfile::tempdir().unwrap();
     let (root_i, root_r) = (work.path().join("instance"), work.path().join("target"));
     fs::create_dir_all(&root_i).unwrap();
@@ -809,16 +938,47 @@ fn ikev2_end_to_end_with_the_installed_certificate_through_a_rotation_and_a_fore
     let path = |p: &Path| p.to_str().unwrap().to_string();
     for args in [
         vec![
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
-            "/CN=test mount target CA", "-keyout", &path(&target_ca_key), "-out", &path(&target_ca),
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=test mount target CA",
+            "-keyout",
+            &path(&target_ca_key),
+            "-out",
+            &path(&target_ca),
         ],
         vec![
-            "req", "-new", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=mount-target",
-            "-keyout", &path(&dir_r.join("private/mount-target.key")), "-out", &path(&csr),
+            "req",
+            "-new",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=mount-target",
+            "-keyout",
+            &path(&dir_r.join("private/mount-target.key")),
+            "-out",
+            &path(&csr),
         ],
         vec![
-            "x509", "-req", "-in", &path(&csr), "-CA", &path(&target_ca), "-CAkey",
-            &path(&target_ca_key), "-set_serial", "2", "-days", "1", "-out",
+            "x509",
+            "-req",
+            "-in",
+            &path(&csr),
+            "-CA",
+            &path(&target_ca),
+            "-CAkey",
+            &path(&target_ca_key),
+            "-set_serial",
+            "2",
+            "-days",
+            "1",
+            "-out",
             &path(&dir_r.join("x509/mount-target.pem")),
         ],
     ] {
@@ -859,7 +1019,11 @@ fn ikev2_end_to_end_with_the_installed_certificate_through_a_rotation_and_a_fore
     // The instance trusts the mount target (as IBM's package installs its roots into x509ca)
     // and the emulator's root; eit-certd manages the rest of its swanctl directory.
     fs::copy(&target_ca, dir_i.join("x509ca/target-ca.crt")).unwrap();
-    fs::copy(emulator.ca_pem(), dir_i.join("x509ca/type_ibmshare_root_test.crt")).unwrap();
+    fs::copy(
+        emulator.ca_pem(),
+        dir_i.join("x509ca/type_ibmshare_root_test.crt"),
+    )
+    .unwrap();
     fs::write(dir_i.join("swanctl.conf"), "include conf.d/*.conf\n").unwrap();
     let hooks = format!(
         "[[hooks]]\nname = \"swanctl-reload\"\ncommand = [\"{}\", \"--reauth\"]\ntimeout = \"20s\"\n\
@@ -868,7 +1032,12 @@ fn ikev2_end_to_end_with_the_installed_certificate_through_a_rotation_and_a_fore
         root_i.join("strongswan.conf").display(),
         dir_i.display()
     );
-    let setup = Setup::new(&emulator, 2048, "", &format!("{}{hooks}", swanctl_table(&dir_i, "")));
+    let setup = Setup::new(
+        &emulator,
+        2048,
+        "",
+        &format!("{}{hooks}", swanctl_table(&dir_i, "")),
+    );
     assert_exit(&setup.run(&["check"]), 0);
 
     let responder = Charon::start(&p, &ns_r, &root_r, &dir_r);
@@ -879,7 +1048,11 @@ fn ikev2_end_to_end_with_the_installed_certificate_through_a_rotation_and_a_fore
     // First install: the hook loads the credentials; no IKE SA is up, which is fine.
     let o = setup.run(&["renew"]);
     assert_exit(&o, 0);
-    assert!(!stderr(&o).contains("hook swanctl-reload failed"), "{}", stderr(&o));
+    assert!(
+        !stderr(&o).contains("hook swanctl-reload failed"),
+        "{}",
+        stderr(&o)
+    );
     let serial1 = current_serial(&setup).unwrap();
     let state: serde_json::Value =
         serde_json::from_slice(&fs::read(setup.out.join("state.json")).unwrap()).unwrap();
@@ -888,7 +1061,9 @@ fn ikev2_end_to_end_with_the_installed_certificate_through_a_rotation_and_a_fore
         state["hooks"][0]["detail"]
             .as_str()
             .unwrap()
-            .contains(&format!("holds the certificate with serial {serial1} and its private key")),
+            .contains(&format!(
+                "holds the certificate with serial {serial1} and its private key"
+            )),
         "{state}"
     );
 
@@ -912,12 +1087,20 @@ fn ikev2_end_to_end_with_the_installed_certificate_through_a_rotation_and_a_fore
     {
         let o = setup.run(&[&["swanctl-config"][..], &args].concat());
         assert_exit(&o, 0);
-        fs::write(dir_i.join(format!("conf.d/as-printed-{i}.conf")), stdout(&o)).unwrap();
+        fs::write(
+            dir_i.join(format!("conf.d/as-printed-{i}.conf")),
+            stdout(&o),
+        )
+        .unwrap();
     }
     let out = initiator.ok(&["--load-conns"]);
     assert!(out.contains("successfully loaded 3 connections"), "{out}");
     let conns = initiator.ok(&["--list-conns"]);
-    for name in ["ibmshare-ipsec-to-192-0-2-2", "as-printed-v4", "ibmshare-ipsec-to-2001-db8--7"] {
+    for name in [
+        "ibmshare-ipsec-to-192-0-2-2",
+        "as-printed-v4",
+        "ibmshare-ipsec-to-2001-db8--7",
+    ] {
         assert!(conns.contains(&format!("{name}: IKEv2")), "{conns}");
     }
 
@@ -937,8 +1120,14 @@ fn ikev2_end_to_end_with_the_installed_certificate_through_a_rotation_and_a_fore
     assert_data_goes_through_esp(&ns_i, &ns_r, 1);
     let (_, out_after) = initiator.esp_bytes();
     let (in_after, _) = responder.esp_bytes();
-    assert!(out_after > out_before, "instance ESP out: {out_before} -> {out_after}");
-    assert!(in_after > in_before, "mount target ESP in: {in_before} -> {in_after}");
+    assert!(
+        out_after > out_before,
+        "instance ESP out: {out_before} -> {out_after}"
+    );
+    assert!(
+        in_after > in_before,
+        "mount target ESP in: {in_before} -> {in_after}"
+    );
     eprintln!("swanctl e2e: phase 1 done after {:?}", started.elapsed());
 
     // Phase 2: the daemon rotates; the hook reloads and reauthenticates; the mount target sees
@@ -954,14 +1143,19 @@ fn ikev2_end_to_end_with_the_installed_certificate_through_a_rotation_and_a_fore
     assert_ne!(serial1, serial2);
     let log = daemon.log_text();
     assert!(
-        log.contains(&format!("holds the certificate with serial {serial2} and its private key"))
-            && log.contains(&format!("reauthenticating IKE SA(s) {conn_name}#")),
+        log.contains(&format!(
+            "holds the certificate with serial {serial2} and its private key"
+        )) && log.contains(&format!("reauthenticating IKE SA(s) {conn_name}#")),
         "{log}"
     );
-    wait_for(Duration::from_secs(20), "the reauthenticated IKE SA", || {
-        let now = responder.established("mount-target");
-        (!now.is_empty() && now.iter().all(|id| !first_sa.contains(id))).then_some(())
-    });
+    wait_for(
+        Duration::from_secs(20),
+        "the reauthenticated IKE SA",
+        || {
+            let now = responder.established("mount-target");
+            (!now.is_empty() && now.iter().all(|id| !first_sa.contains(id))).then_some(())
+        },
+    );
     assert_eq!(
         responder.peer_serials(),
         BTreeSet::from([norm_serial(&serial2)]),
@@ -970,7 +1164,10 @@ fn ikev2_end_to_end_with_the_installed_certificate_through_a_rotation_and_a_fore
     assert_data_goes_through_esp(&ns_i, &ns_r, 2);
     assert_eq!(initiator.child.id(), initiator_pid);
     assert_eq!(
-        initiator.log_text().matches("Starting IKE charon daemon").count(),
+        initiator
+            .log_text()
+            .matches("Starting IKE charon daemon")
+            .count(),
         1,
         "charon was restarted"
     );
@@ -983,7 +1180,11 @@ fn ikev2_end_to_end_with_the_installed_certificate_through_a_rotation_and_a_fore
     // target's trust decision, not a missing intermediate.
     let foreign = Emulator::start(&[]);
     fs::remove_file(dir_i.join("x509ca/type_ibmshare_root_test.crt")).unwrap();
-    fs::copy(foreign.ca_pem(), dir_i.join("x509ca/type_ibmshare_root_foreign.crt")).unwrap();
+    fs::copy(
+        foreign.ca_pem(),
+        dir_i.join("x509ca/type_ibmshare_root_foreign.crt"),
+    )
+    .unwrap();
     initiator.ok(&["--load-creds", "--clear", "--noprompt"]);
     let text = fs::read_to_string(&setup.config).unwrap();
     fs::write(&setup.config, text.replace(&emulator.url, &foreign.url)).unwrap();
@@ -991,19 +1192,36 @@ fn ikev2_end_to_end_with_the_installed_certificate_through_a_rotation_and_a_fore
     let responder_log_before = responder.log_text().len();
     let o = setup.run(&["renew", "--force"]);
     assert_exit(&o, 0);
-    assert!(!stderr(&o).contains("hook swanctl-reload failed"), "{}", stderr(&o));
+    assert!(
+        !stderr(&o).contains("hook swanctl-reload failed"),
+        "{}",
+        stderr(&o)
+    );
     let serial3 = current_serial(&setup).unwrap();
     let (verified, _) = openssl_verify(&emulator.ca_pem(), &setup.current(), None);
-    assert!(!verified, "the foreign certificate must not chain to the mount target's root");
-    wait_for(Duration::from_secs(20), "the refused reauthentication", || {
-        (initiator.established(conn_name).is_empty()
-            && responder.established("mount-target").is_empty())
-        .then_some(())
-    });
+    assert!(
+        !verified,
+        "the foreign certificate must not chain to the mount target's root"
+    );
+    wait_for(
+        Duration::from_secs(20),
+        "the refused reauthentication",
+        || {
+            (initiator.established(conn_name).is_empty()
+                && responder.established("mount-target").is_empty())
+            .then_some(())
+        },
+    );
     let (ok, out) = initiator.swanctl(&["--initiate", "--child", conn_name, "--timeout", "20"]);
     assert!(!ok, "the foreign certificate was accepted:\n{out}");
-    assert!(out.contains("received AUTHENTICATION_FAILED notify error"), "{out}");
-    assert!(out.contains("sending issuer cert"), "the foreign chain was not sent whole:\n{out}");
+    assert!(
+        out.contains("received AUTHENTICATION_FAILED notify error"),
+        "{out}"
+    );
+    assert!(
+        out.contains("sending issuer cert"),
+        "the foreign chain was not sent whole:\n{out}"
+    );
     assert!(responder.established("mount-target").is_empty());
     let refused = responder.log_text()[responder_log_before..].to_string();
     assert!(
