@@ -3,7 +3,7 @@
 //!
 //! The pipeline, one module per stage:
 //! [`config`] → [`metadata::client`] (token, certificate request) → [`pki`] (key, CSR,
-//! validation) → [`store`] (atomic install; [`swanctl`] links strongSwan's paths to it) → [`state`]/[`status`]; [`schedule`] decides when,
+//! validation) → [`store`] (atomic install) → [`state`]/[`status`]; [`schedule`] decides when,
 //! [`renew`] runs one attempt end to end. [`emulator`] is a local stand-in for the metadata
 //! service, with a real CA and faults on demand.
 
