@@ -117,6 +117,7 @@ pub fn offline(config: &Config) -> Vec<Problem> {
         }
     }
     check_installed_modes(config, &mut problems);
+    problems.extend(crate::swanctl::check(config));
     problems
 }
 

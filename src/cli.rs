@@ -69,6 +69,9 @@ pub enum Command {
     Instance(InstanceArgs),
     /// Print a stunnel client service section that uses the installed files.
     StunnelConfig(StunnelConfigArgs),
+    /// Print a swanctl connection (IPsec, IKEv2) to a File Storage mount target that
+    /// authenticates with the certificate at the [output.swanctl] path.
+    SwanctlConfig(SwanctlConfigArgs),
     /// Print a shell completion script.
     Completions(CompletionsArgs),
     /// Print the man page (roff).
@@ -144,6 +147,20 @@ pub struct StunnelConfigArgs {
     /// Service section name.
     #[arg(long, default_value = "eit-nfs")]
     pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct SwanctlConfigArgs {
+    /// The mount target's IP address (IPv4 or IPv6), e.g. 10.240.64.5.
+    #[arg(long)]
+    pub remote: std::net::IpAddr,
+    /// Connection name (default: IBM's, ibmshare-ipsec-to-<address with dashes>).
+    #[arg(long, value_parser = parse_connection_name)]
+    pub name: Option<String>,
+}
+
+fn parse_connection_name(s: &str) -> Result<String, String> {
+    crate::swanctl::validate_connection_name(s).map(|()| s.to_string())
 }
 
 #[derive(Debug, Args)]

@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 
 use crate::cli::{
     CheckArgs, Cli, Command, CompletionsArgs, EmulatorArgs, IamTokenArgs, InstanceArgs, LogFormat,
-    RenewArgs, RunArgs, StatusArgs, StunnelConfigArgs, TokenArgs,
+    RenewArgs, RunArgs, StatusArgs, StunnelConfigArgs, SwanctlConfigArgs, TokenArgs,
 };
 use crate::config::Config;
 use crate::emulator;
@@ -128,6 +128,7 @@ async fn dispatch(cli: Cli) -> Outcome {
         Command::IamToken(ref args) => iam_token(&cli.config, args).await,
         Command::Instance(ref args) => instance(&cli.config, args).await,
         Command::StunnelConfig(ref args) => stunnel_config(&cli.config, args),
+        Command::SwanctlConfig(ref args) => swanctl_config(&cli.config, args),
         Command::Completions(ref args) => completions(args),
         Command::Man => man(),
         Command::Emulator(args) => run_emulator(args).await,
@@ -185,6 +186,16 @@ async fn renew(config_path: &Path, args: &RenewArgs) -> Outcome {
     for note in store.repair_modes() {
         tracing::warn!("{note}");
     }
+    // Before anything is requested: a swanctl path that is not ours is refused here.
+    let swanctl = crate::swanctl::Layout::from_config(&config);
+    let linked = match &swanctl {
+        Some(layout) => {
+            layout
+                .ensure(&store)
+                .map_err(|e| if e.is_config() { usage(e) } else { failed(e) })?
+        }
+        None => Vec::new(),
+    };
     let policy = Policy::from(&config.certificate);
     let now = OffsetDateTime::now_utc();
     if !args.force {
@@ -197,6 +208,12 @@ async fn renew(config_path: &Path, args: &RenewArgs) -> Outcome {
                     rfc3339(leaf.not_after),
                     rfc3339(policy.renewal_point(leaf.not_before, leaf.not_after))
                 );
+                for change in &linked {
+                    println!(
+                        "linked {} to the installed set; have charon load it (swanctl --load-creds, or the swanctl-reload hook)",
+                        change.path.display()
+                    );
+                }
                 return Ok(0);
             }
         }
@@ -260,7 +277,8 @@ fn show_status(config_path: &Path, args: &StatusArgs) -> Outcome {
     let config = load_config(config_path)?;
     let store = open_store(&config)?;
     let now = OffsetDateTime::now_utc();
-    let report = status::gather(&store, &Policy::from(&config.certificate), now);
+    let mut report = status::gather(&store, &Policy::from(&config.certificate), now);
+    report.swanctl = crate::swanctl::Layout::from_config(&config).map(|l| l.status());
     if args.json {
         let json = serde_json::to_string_pretty(&report).map_err(failed)?;
         out!("{json}");
@@ -389,6 +407,33 @@ fn stunnel_config(config_path: &Path, args: &StunnelConfigArgs) -> Outcome {
     // Checked in full before anything is printed: a half-written section is worse than none.
     let text = section.render().map_err(usage)?;
     out_raw!("{text}");
+    Ok(0)
+}
+
+fn swanctl_config(config_path: &Path, args: &SwanctlConfigArgs) -> Outcome {
+    let config = config_or_defaults(config_path)?;
+    let layout = match crate::swanctl::Layout::from_config(&config) {
+        Some(layout) => layout,
+        None => {
+            eprintln!(
+                "eit-certd: note: {} has no [output.swanctl] table, so eit-certd does not keep \
+                 the certificate below current yet; add one (see README, \"Zonal shares\")",
+                config_path.display()
+            );
+            let mut with_table = config.clone();
+            with_table.output.swanctl = Some(Default::default());
+            crate::swanctl::Layout::from_config(&with_table).expect("table set")
+        }
+    };
+    let connection = crate::swanctl::Connection {
+        remote: args.remote,
+        name: args
+            .name
+            .clone()
+            .unwrap_or_else(|| crate::swanctl::default_connection_name(args.remote)),
+        cert: layout.path(crate::swanctl::Role::Cert),
+    };
+    print!("{}", connection.render(layout.dir()));
     Ok(0)
 }
 

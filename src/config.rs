@@ -148,6 +148,9 @@ pub struct OutputConfig {
     pub keep: Keep,
     /// Prometheus textfile (node_exporter's textfile collector) rewritten after each attempt.
     pub metrics_file: Option<MetricsFile>,
+    /// `[output.swanctl]`: strongSwan's credential paths kept pointing at the current set
+    /// (zonal shares over IPsec); absent = off. See [`crate::swanctl`].
+    pub swanctl: Option<SwanctlConfig>,
 }
 
 impl Default for OutputConfig {
@@ -157,7 +160,85 @@ impl Default for OutputConfig {
             group: None,
             keep: Keep(3),
             metrics_file: None,
+            swanctl: None,
         }
+    }
+}
+
+/// `[output.swanctl]`: where charon's swanctl reads the instance identity key, certificate and
+/// intermediate (IBM's mount helper's names by default). eit-certd makes each path a symlink
+/// to the file in `<output.dir>/current/` and refuses paths it does not own.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SwanctlConfig {
+    /// swanctl's directory; `None`: `/etc/swanctl`, or `/etc/strongswan/swanctl` where only
+    /// that exists (RHEL and its rebuilds).
+    pub dir: Option<SwanctlDir>,
+    /// The private key's path, relative to `dir`.
+    pub key: SwanctlPath,
+    /// The certificate's path, relative to `dir`.
+    pub cert: SwanctlPath,
+    /// The intermediate's path, relative to `dir`.
+    pub chain: SwanctlPath,
+    /// Take over a path that exists and is not eit-certd's (e.g. a file IBM's mount helper
+    /// wrote) instead of refusing.
+    pub replace_existing: bool,
+}
+
+impl Default for SwanctlConfig {
+    fn default() -> Self {
+        let path = |p: &str| SwanctlPath(PathBuf::from(p));
+        SwanctlConfig {
+            dir: None,
+            key: path("private/type_ibmshare.key"),
+            cert: path("x509/type_ibmshare.pem"),
+            chain: path("x509ca/type_ibmshare_int.crt"),
+            replace_existing: false,
+        }
+    }
+}
+
+/// `output.swanctl.dir`: an absolute path.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct SwanctlDir(pub PathBuf);
+
+impl TryFrom<String> for SwanctlDir {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let path = PathBuf::from(&s);
+        if !path.is_absolute() {
+            return Err(format!(
+                "output.swanctl.dir {s:?} must be an absolute path, e.g. \"/etc/swanctl\""
+            ));
+        }
+        Ok(SwanctlDir(path))
+    }
+}
+
+/// `output.swanctl.key`/`cert`/`chain`: a path inside `dir`, written relative to it, without
+/// `.` or `..`, so that nothing outside swanctl's directory is ever touched.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct SwanctlPath(pub PathBuf);
+
+impl TryFrom<String> for SwanctlPath {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let path = PathBuf::from(&s);
+        let inside = !s.is_empty()
+            && !s.ends_with('/')
+            && path
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)));
+        if !inside {
+            return Err(format!(
+                "output.swanctl paths (key, cert, chain) must be file paths inside \
+                 output.swanctl.dir, written relative to it without \".\" or \"..\" \
+                 (e.g. \"private/type_ibmshare.key\"); got {s:?}"
+            ));
+        }
+        Ok(SwanctlPath(path))
     }
 }
 
@@ -265,6 +346,18 @@ impl Config {
                 humantime::format_duration(self.retry.max.0),
                 humantime::format_duration(self.retry.initial.0)
             )));
+        }
+        if let Some(s) = &self.output.swanctl {
+            let paths = [("key", &s.key), ("cert", &s.cert), ("chain", &s.chain)];
+            for (i, (a, pa)) in paths.iter().enumerate() {
+                if let Some((b, _)) = paths[i + 1..].iter().find(|(_, pb)| pb == pa) {
+                    return Err(semantic(format!(
+                        "output.swanctl.{a} and output.swanctl.{b} are the same path ({}); \
+                         give the key, the certificate and the intermediate a path each",
+                        pa.0.display()
+                    )));
+                }
+            }
         }
         let mut names = std::collections::HashSet::new();
         for hook in &self.hooks {

@@ -53,6 +53,8 @@ pub enum DaemonError {
     Client(#[from] crate::metadata::client::ClientError),
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    #[error(transparent)]
+    Swanctl(#[from] crate::swanctl::SwanctlError),
 }
 
 impl DaemonError {
@@ -65,7 +67,7 @@ impl DaemonError {
                 | DaemonError::Renew(RenewError::Anchor { .. })
                 | DaemonError::Store(crate::store::StoreError::NoSuchGroup(_))
                 | DaemonError::Store(crate::store::StoreError::UnsafeDir { .. })
-        )
+        ) || matches!(self, DaemonError::Swanctl(e) if e.is_config())
     }
 }
 
@@ -148,6 +150,9 @@ impl Daemon {
         let removed = store.clean_litter()?;
         if removed > 0 {
             tracing::info!(removed, "removed leftovers of an interrupted install");
+        }
+        if let Some(layout) = crate::swanctl::Layout::from_config(&config) {
+            layout.ensure(&store)?;
         }
         // `auto` probes at the first request, not here: the daemon must start (and keep its
         // installed set) while the service is unreachable.

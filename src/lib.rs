@@ -25,6 +25,7 @@ pub mod state;
 pub mod status;
 pub mod store;
 pub mod stunnel;
+pub mod swanctl;
 pub mod systemd;
 pub mod text;
 pub mod wallclock;

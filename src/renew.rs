@@ -33,6 +33,8 @@ pub enum RenewError {
     Store(StoreError),
     #[error("cannot use certificate.trust_anchor {}: {reason}", path.display())]
     Anchor { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Swanctl(#[from] crate::swanctl::SwanctlError),
 }
 
 impl From<Rejection> for RenewError {
@@ -53,6 +55,7 @@ impl RenewError {
         match self {
             RenewError::Service(e) => e.is_permanent(),
             RenewError::Anchor { .. } => true,
+            RenewError::Swanctl(e) => e.is_config(),
             _ => false,
         }
     }
@@ -195,8 +198,13 @@ impl Renewer {
     /// Requests a certificate for `key` and installs it. `key` is consumed: a key is used for
     /// one CSR only, and is wiped when the set is on disk (or the attempt failed).
     pub async fn renew(&self, key: PrivateKey) -> Result<Renewed, RenewError> {
-        // A `current` that is not our symlink is refused before anything is requested.
+        // A `current` that is not our symlink is refused before anything is requested, and so
+        // is a swanctl path that is not ours.
         self.store.current_generation()?;
+        let swanctl = crate::swanctl::Layout::from_config(&self.config);
+        if let Some(layout) = &swanctl {
+            layout.preflight()?;
+        }
         let csr = csr::build(&key, &self.config.certificate.subject)?;
         let issued = self
             .client
@@ -229,6 +237,9 @@ impl Renewer {
                 source: std::io::Error::other(e.to_string()),
             })
         })??;
+        if let Some(layout) = &swanctl {
+            layout.link()?;
+        }
         Ok(Renewed {
             generation,
             verified,

@@ -84,6 +84,9 @@ pub struct Report {
     #[serde(skip)]
     pub min_interval: Duration,
     pub state: State,
+    /// The `[output.swanctl]` paths, when configured (filled in by the caller).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub swanctl: Option<Vec<crate::swanctl::PathStatus>>,
 }
 
 /// Reads the store and the state file.
@@ -117,6 +120,7 @@ pub fn build(
         held_back_until: None,
         min_interval: policy.min_interval,
         state,
+        swanctl: None,
     };
     let set = match current {
         Ok(Some(set)) => set,
@@ -292,6 +296,21 @@ impl Report {
                 "hook          {} at {}: {result}",
                 h.name,
                 rfc3339(h.at)
+            );
+        }
+        for p in self.swanctl.iter().flatten() {
+            let current = if p.resolves_to_current {
+                "current set"
+            } else {
+                "NOT the current set"
+            };
+            let _ = writeln!(
+                out,
+                "swanctl       {} {} ({current}): {} {}",
+                p.role.key(),
+                p.path.display(),
+                p.state,
+                p.detail
             );
         }
         out

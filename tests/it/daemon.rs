@@ -458,8 +458,11 @@ fn systemd_hears_ready_status_watchdog_and_stopping() {
             }
         }
     };
+    // READY=1 and STATUS= are sent together; the watchdog may come before or after them.
     listen(&mut heard, &|h| {
-        h.iter().any(|m| m == "READY=1") && h.iter().filter(|m| *m == "WATCHDOG=1").count() >= 2
+        h.iter().any(|m| m == "READY=1")
+            && h.iter().any(|m| m.starts_with("STATUS=serial "))
+            && h.iter().filter(|m| *m == "WATCHDOG=1").count() >= 2
     });
     assert!(heard.iter().any(|m| m == "READY=1"), "{heard:?}");
     assert!(

@@ -679,7 +679,15 @@ fn hook_scripts() -> Vec<PathBuf> {
 fn hooks_are_executable_posix_sh_with_a_header() {
     let scripts = hook_scripts();
     let names: Vec<_> = scripts.iter().map(|p| p.file_name().unwrap()).collect();
-    assert_eq!(names, ["nfs-remount", "stunnel-reload", "tlshd-restart"]);
+    assert_eq!(
+        names,
+        [
+            "nfs-remount",
+            "stunnel-reload",
+            "swanctl-reload",
+            "tlshd-restart"
+        ]
+    );
     for p in &scripts {
         let text = fs::read_to_string(p).unwrap();
         let mode = fs::metadata(p).unwrap().permissions().mode();

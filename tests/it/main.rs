@@ -16,3 +16,4 @@ mod hostile_inputs;
 mod integrations;
 mod renew;
 mod secrets;
+mod swanctl;

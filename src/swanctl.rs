@@ -1,0 +1,1051 @@
+//! strongSwan's swanctl credential paths (`[output.swanctl]`), for zonal File Storage shares
+//! mounted over IPsec: resolving the configured layout, taking ownership of its three paths
+//! (key, certificate, intermediate), pointing them at the current set, and reporting their
+//! state to `check` and `status`. The connection `swanctl-config` prints is here too.
+//!
+//! Each path becomes a symlink to the same file under `<output.dir>/current/`, so it follows
+//! every install without being touched again: the store swaps `current` with one rename, and
+//! each file behind it is complete and never rewritten. Two reads (key, then certificate) that
+//! straddle a swap can still get different generations; what makes that harmless:
+//! - charon never reads these files itself: `swanctl --load-creds` does, and the shipped hook
+//!   runs it after every swap, while eit-certd holds the output directory's lock, so nothing
+//!   swaps again until the hook has loaded one generation's key and certificate;
+//! - charon picks the private key for a certificate by the certificate's public key, so a key
+//!   and a certificate of different generations are never used together; a racing load by
+//!   someone else can at worst leave a certificate without its key, which the next load fixes
+//!   (the hook checks that the new certificate's key is loaded, and fails otherwise).
+//!
+//! Relinking the three paths to a generation directory at each install would not be stronger:
+//! three renames have windows of their own.
+//!
+//! What is ours: a symlink whose (absolute) target lies inside `output.dir`. Anything else at a
+//! path (e.g. a regular file IBM's mount helper wrote) is refused, before anything is
+//! requested or installed, unless `replace_existing = true`. Nothing outside `dir` is touched,
+//! and no symlinked subdirectory is written through.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::io::ErrorKind;
+use std::net::IpAddr;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::check::Problem;
+use crate::config::Config;
+use crate::store::{self, Store};
+
+/// swanctl's directory, where it exists; RHEL and its rebuilds use the second.
+pub const DEFAULT_DIRS: [&str; 2] = ["/etc/swanctl", "/etc/strongswan/swanctl"];
+
+/// Temporary symlinks are created under this prefix and renamed over the path; a leftover
+/// (a crash in between) is removed by the next link.
+const TMP_PREFIX: &str = ".eit-certd-tmp-";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SwanctlError {
+    #[error(
+        "output.swanctl.dir {} does not exist; install strongSwan's swanctl (apt-get install \
+         strongswan-swanctl) or point output.swanctl.dir at its directory",
+        .0.display()
+    )]
+    NoDir(PathBuf),
+    #[error("output.swanctl.dir {} is not a directory", .0.display())]
+    NotADir(PathBuf),
+    #[error(
+        "{} (output.swanctl.{key}) is {what}, not eit-certd's; refusing to replace it. If IBM's \
+         mount helper wrote it, stop its renewals first (systemctl disable --now \
+         mount_helper.timer), then set output.swanctl.replace_existing = true to hand the path \
+         over to eit-certd",
+        path.display()
+    )]
+    NotOurs {
+        path: PathBuf,
+        key: &'static str,
+        what: String,
+    },
+    #[error(
+        "{} (output.swanctl.{key}) is a directory; eit-certd replaces only files and symlinks. \
+         Move it away, or choose another output.swanctl.{key}",
+        path.display()
+    )]
+    IsDir { path: PathBuf, key: &'static str },
+    #[error(
+        "{} is {what}; refusing to write through it (nothing outside output.swanctl.dir is \
+         touched). Make it a real directory, or choose other output.swanctl paths",
+        path.display()
+    )]
+    UnsafeParent { path: PathBuf, what: String },
+    #[error("cannot {action} {}: {source}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl SwanctlError {
+    /// Only a change of the configuration or of the files fixes it (not a retry).
+    pub fn is_config(&self) -> bool {
+        !matches!(self, SwanctlError::Io { .. })
+    }
+}
+
+fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> SwanctlError {
+    let path = path.to_path_buf();
+    move |source| SwanctlError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+/// Which file of the set a path holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Key,
+    Cert,
+    Chain,
+}
+
+impl Role {
+    /// The config key under `output.swanctl`.
+    pub fn key(self) -> &'static str {
+        match self {
+            Role::Key => "key",
+            Role::Cert => "cert",
+            Role::Chain => "chain",
+        }
+    }
+
+    /// The file in a generation directory.
+    pub fn file(self) -> &'static str {
+        match self {
+            Role::Key => store::KEY_FILE,
+            Role::Cert => store::CERT_FILE,
+            Role::Chain => store::CHAIN_FILE,
+        }
+    }
+
+    /// Mode of a subdirectory eit-certd creates for this path (strongSwan ships `private/`
+    /// as 0700, the certificate directories as 0755).
+    fn dir_mode(self) -> u32 {
+        match self {
+            Role::Key => 0o700,
+            Role::Cert | Role::Chain => 0o755,
+        }
+    }
+}
+
+/// What is at one swanctl path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathState {
+    /// Nothing (or a subdirectory on the way is missing; eit-certd creates it).
+    Missing,
+    /// Our symlink to `<output.dir>/current/<file>`.
+    Linked,
+    /// Our symlink (into `output.dir`), to somewhere else; relinked at the next install.
+    Stale { target: PathBuf },
+    /// Not eit-certd's: replaced only with `replace_existing = true`.
+    Foreign { what: String },
+    /// A directory: never replaced.
+    Directory,
+    /// A component on the way inside `dir` is a symlink or not a directory.
+    UnsafeParent { path: PathBuf, what: String },
+}
+
+/// One path's state for `status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PathStatus {
+    /// Which file of the set this path is for.
+    pub role: Role,
+    /// The swanctl path.
+    pub path: PathBuf,
+    /// `linked`, `missing`, `stale`, `not_ours`, `directory` or `unsafe_parent`.
+    pub state: &'static str,
+    /// The same in words, with what to do.
+    pub detail: String,
+    /// Whether the path, followed, is the file of the set `current` points at now.
+    pub resolves_to_current: bool,
+}
+
+/// A change `link` made, for the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// The swanctl path.
+    pub path: PathBuf,
+    /// What was there before.
+    pub was: PathState,
+}
+
+/// The resolved `[output.swanctl]` table.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    dir: PathBuf,
+    /// Absolute, so that link targets do not depend on anyone's working directory.
+    output_dir: PathBuf,
+    replace_existing: bool,
+    entries: [(Role, PathBuf); 3],
+}
+
+impl Layout {
+    /// The layout `config` asks for; `None` when `[output.swanctl]` is absent.
+    pub fn from_config(config: &Config) -> Option<Layout> {
+        let s = config.output.swanctl.as_ref()?;
+        let dir = match &s.dir {
+            Some(dir) => dir.0.clone(),
+            None => default_dir(&DEFAULT_DIRS.map(Path::new)),
+        };
+        // Absolute by construction (`config::OutputDir`).
+        let output_dir = config.output.dir.0.clone();
+        Some(Layout {
+            dir,
+            output_dir,
+            replace_existing: s.replace_existing,
+            entries: [
+                (Role::Key, s.key.0.clone()),
+                (Role::Cert, s.cert.0.clone()),
+                (Role::Chain, s.chain.0.clone()),
+            ],
+        })
+    }
+
+    /// swanctl's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The absolute path of `role`'s file.
+    pub fn path(&self, role: Role) -> PathBuf {
+        let rel = &self
+            .entries
+            .iter()
+            .find(|(r, _)| *r == role)
+            .expect("all roles")
+            .1;
+        self.dir.join(rel)
+    }
+
+    /// What each path should point at.
+    pub fn target(&self, role: Role) -> PathBuf {
+        self.output_dir.join(store::CURRENT).join(role.file())
+    }
+
+    /// What is at each path now (read-only; follows no symlink inside `dir`).
+    pub fn inspect(&self) -> Vec<(Role, PathBuf, PathState)> {
+        self.entries
+            .iter()
+            .map(|(role, rel)| (*role, self.dir.join(rel), self.state_of(*role, rel)))
+            .collect()
+    }
+
+    fn state_of(&self, role: Role, rel: &Path) -> PathState {
+        // Every directory between `dir` and the file must be a real directory: a symlinked
+        // one could lead the link (and eit-certd's writes) outside `dir`.
+        let mut at = self.dir.clone();
+        let parts: Vec<Component> = rel.components().collect();
+        for part in &parts[..parts.len().saturating_sub(1)] {
+            at.push(part);
+            match fs::symlink_metadata(&at) {
+                Err(e) if e.kind() == ErrorKind::NotFound => return PathState::Missing,
+                Err(e) => {
+                    return PathState::UnsafeParent {
+                        path: at,
+                        what: format!("unreadable ({e})"),
+                    }
+                }
+                Ok(m) if m.file_type().is_symlink() => {
+                    return PathState::UnsafeParent {
+                        path: at,
+                        what: "a symlink".into(),
+                    }
+                }
+                Ok(m) if !m.is_dir() => {
+                    return PathState::UnsafeParent {
+                        path: at,
+                        what: "not a directory".into(),
+                    }
+                }
+                Ok(_) => {}
+            }
+        }
+        let path = self.dir.join(rel);
+        let meta = match fs::symlink_metadata(&path) {
+            Err(e) if e.kind() == ErrorKind::NotFound => return PathState::Missing,
+            Err(e) => {
+                return PathState::Foreign {
+                    what: format!("unreadable ({e})"),
+                }
+            }
+            Ok(m) => m,
+        };
+        if meta.file_type().is_symlink() {
+            let target = match fs::read_link(&path) {
+                Ok(t) => t,
+                Err(e) => {
+                    return PathState::Foreign {
+                        what: format!("an unreadable symlink ({e})"),
+                    }
+                }
+            };
+            if target == self.target(role) {
+                PathState::Linked
+            } else if self.is_inside_output_dir(&target) {
+                PathState::Stale { target }
+            } else {
+                PathState::Foreign {
+                    what: format!("a symlink to {}", target.display()),
+                }
+            }
+        } else if meta.is_dir() {
+            PathState::Directory
+        } else if meta.is_file() {
+            PathState::Foreign {
+                what: "a regular file".into(),
+            }
+        } else {
+            PathState::Foreign {
+                what: "a special file".into(),
+            }
+        }
+    }
+
+    /// Lexically inside `output.dir` (absolute, no `..`): a link eit-certd made, possibly by
+    /// an older layout.
+    fn is_inside_output_dir(&self, target: &Path) -> bool {
+        target.is_absolute()
+            && target.starts_with(&self.output_dir)
+            && target != self.output_dir
+            && !target.components().any(|c| c == Component::ParentDir)
+    }
+
+    fn check_dir(&self) -> Result<(), SwanctlError> {
+        match fs::metadata(&self.dir) {
+            Err(e) if e.kind() == ErrorKind::NotFound => Err(SwanctlError::NoDir(self.dir.clone())),
+            Err(e) => Err(io("inspect", &self.dir)(e)),
+            Ok(m) if !m.is_dir() => Err(SwanctlError::NotADir(self.dir.clone())),
+            Ok(_) => Ok(()),
+        }
+    }
+
+    /// Refuses, without changing anything, what [`Layout::link`] would refuse: a missing
+    /// `dir`, a path that is not ours (without `replace_existing`), a directory, a symlinked
+    /// subdirectory.
+    pub fn preflight(&self) -> Result<Vec<(Role, PathBuf, PathState)>, SwanctlError> {
+        self.check_dir()?;
+        let states = self.inspect();
+        for (role, path, state) in &states {
+            match state {
+                PathState::UnsafeParent { path, what } => {
+                    return Err(SwanctlError::UnsafeParent {
+                        path: path.clone(),
+                        what: what.clone(),
+                    })
+                }
+                PathState::Directory => {
+                    return Err(SwanctlError::IsDir {
+                        path: path.clone(),
+                        key: role.key(),
+                    })
+                }
+                PathState::Foreign { what } if !self.replace_existing => {
+                    return Err(SwanctlError::NotOurs {
+                        path: path.clone(),
+                        key: role.key(),
+                        what: what.clone(),
+                    })
+                }
+                _ => {}
+            }
+        }
+        Ok(states)
+    }
+
+    /// Points every path at the current set: creates missing subdirectories inside `dir`,
+    /// then replaces each path that is not yet our link with one (a temporary symlink renamed
+    /// over it, so the path never disappears), and fsyncs. Returns what changed.
+    pub fn link(&self) -> Result<Vec<Change>, SwanctlError> {
+        let states = self.preflight()?;
+        let mut changes = Vec::new();
+        for ((role, rel), (_, path, state)) in self.entries.iter().zip(states) {
+            if state == PathState::Linked {
+                continue;
+            }
+            let parent = self.make_parents(*role, rel)?;
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            let tmp = parent.join(format!("{TMP_PREFIX}{name}"));
+            if fs::symlink_metadata(&tmp).is_ok_and(|m| m.file_type().is_symlink()) {
+                fs::remove_file(&tmp).map_err(io("remove the leftover", &tmp))?;
+            }
+            let target = self.target(*role);
+            std::os::unix::fs::symlink(&target, &tmp).map_err(io("create symlink", &tmp))?;
+            if let Err(e) = fs::rename(&tmp, &path) {
+                let _ = fs::remove_file(&tmp);
+                return Err(io("replace", &path)(e));
+            }
+            store::fsync_dir(&parent).map_err(|e| SwanctlError::Io {
+                action: "fsync",
+                path: parent.clone(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+            match &state {
+                PathState::Foreign { what } => tracing::warn!(
+                    path = %path.display(),
+                    target = %target.display(),
+                    "took over {what} (output.swanctl.replace_existing)"
+                ),
+                _ => tracing::info!(path = %path.display(), target = %target.display(), "linked"),
+            }
+            changes.push(Change { path, was: state });
+        }
+        Ok(changes)
+    }
+
+    /// Creates the subdirectories of `rel` inside `dir` that are missing, one level at a
+    /// time and never through a symlink; returns the file's directory.
+    fn make_parents(&self, role: Role, rel: &Path) -> Result<PathBuf, SwanctlError> {
+        let mut at = self.dir.clone();
+        let parts: Vec<Component> = rel.components().collect();
+        for part in &parts[..parts.len().saturating_sub(1)] {
+            let parent = at.clone();
+            at.push(part);
+            match fs::DirBuilder::new().mode(role.dir_mode()).create(&at) {
+                Ok(()) => {
+                    // The umask may have narrowed the mode; the key's directory must be
+                    // exactly 0700, the others are readable as strongSwan ships them.
+                    fs::set_permissions(&at, fs::Permissions::from_mode(role.dir_mode()))
+                        .map_err(io("chmod", &at))?;
+                    store::fsync_dir(&parent).map_err(|e| SwanctlError::Io {
+                        action: "fsync",
+                        path: parent.clone(),
+                        source: std::io::Error::other(e.to_string()),
+                    })?;
+                }
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                    let m = fs::symlink_metadata(&at).map_err(io("inspect", &at))?;
+                    if !m.is_dir() {
+                        return Err(SwanctlError::UnsafeParent {
+                            path: at,
+                            what: if m.file_type().is_symlink() {
+                                "a symlink".into()
+                            } else {
+                                "not a directory".into()
+                            },
+                        });
+                    }
+                }
+                Err(e) => return Err(io("create", &at)(e)),
+            }
+        }
+        Ok(at)
+    }
+
+    /// [`Layout::preflight`], then [`Layout::link`] when a set is installed: what the daemon
+    /// does at start and `renew` does every time. Returns what changed.
+    pub fn ensure(&self, store: &Store) -> Result<Vec<Change>, SwanctlError> {
+        self.preflight()?;
+        match store.current_generation() {
+            Ok(Some(_)) => self.link(),
+            // Nothing installed, or a `current` the next install repairs: linking waits.
+            Ok(None) | Err(_) => Ok(Vec::new()),
+        }
+    }
+
+    /// Each path's state for `status`.
+    pub fn status(&self) -> Vec<PathStatus> {
+        self.inspect()
+            .into_iter()
+            .map(|(role, path, state)| {
+                let current = fs::canonicalize(self.target(role));
+                let resolves_to_current = match (fs::canonicalize(&path), current) {
+                    (Ok(a), Ok(b)) => a == b,
+                    _ => false,
+                };
+                let (name, detail) = match &state {
+                    PathState::Linked if resolves_to_current => {
+                        ("linked", format!("-> {}", self.target(role).display()))
+                    }
+                    PathState::Linked => (
+                        "linked",
+                        format!(
+                            "-> {}, which does not exist yet (nothing installed)",
+                            self.target(role).display()
+                        ),
+                    ),
+                    PathState::Missing => (
+                        "missing",
+                        "not there yet; created at the next install (`eit-certd renew`)".into(),
+                    ),
+                    PathState::Stale { target } => (
+                        "stale",
+                        format!(
+                            "eit-certd's link to {}; relinked at the next install",
+                            target.display()
+                        ),
+                    ),
+                    PathState::Foreign { what } => (
+                        "not_ours",
+                        format!(
+                            "{what}, not eit-certd's: {}",
+                            if self.replace_existing {
+                                "taken over at the next install (replace_existing = true)"
+                            } else {
+                                "renewals are refused until output.swanctl.replace_existing = true"
+                            }
+                        ),
+                    ),
+                    PathState::Directory => ("directory", "a directory: move it away".into()),
+                    PathState::UnsafeParent { path, what } => (
+                        "unsafe_parent",
+                        format!("{} is {what}: refused", path.display()),
+                    ),
+                };
+                PathStatus {
+                    role,
+                    path,
+                    state: name,
+                    detail,
+                    resolves_to_current,
+                }
+            })
+            .collect()
+    }
+}
+
+/// The first of `candidates` that exists, or the first one when none does (so that errors
+/// name the usual place).
+fn default_dir(candidates: &[&Path]) -> PathBuf {
+    candidates
+        .iter()
+        .find(|d| d.is_dir())
+        .or(candidates.first())
+        .map(|d| d.to_path_buf())
+        .unwrap_or_default()
+}
+
+/// `check`'s part: the table's directory, each path, and who may write where.
+pub fn check(config: &Config) -> Vec<Problem> {
+    let Some(layout) = Layout::from_config(config) else {
+        return Vec::new();
+    };
+    let problem = |key: &str, what: String, fix: String| Problem {
+        key: format!("output.swanctl.{key}"),
+        what,
+        fix,
+    };
+    let mut problems = Vec::new();
+    if let Err(e) = layout.check_dir() {
+        problems.push(problem(
+            "dir",
+            e.to_string(),
+            "apt-get install strongswan-swanctl (dnf install strongswan on RHEL), or set \
+             output.swanctl.dir"
+                .into(),
+        ));
+        return problems;
+    }
+    let mut dirs = vec![layout.dir.clone()];
+    for (role, path, state) in layout.inspect() {
+        let key = role.key();
+        match state {
+            PathState::Foreign { what } if !layout.replace_existing => problems.push(problem(
+                key,
+                format!("{} is {what}, not eit-certd's", path.display()),
+                "stop IBM's renewals (systemctl disable --now mount_helper.timer) if its mount \
+                 helper wrote it, then set output.swanctl.replace_existing = true"
+                    .into(),
+            )),
+            PathState::Directory => problems.push(problem(
+                key,
+                format!("{} is a directory", path.display()),
+                format!("move it away, or choose another output.swanctl.{key}"),
+            )),
+            PathState::UnsafeParent { path: p, what } => problems.push(problem(
+                key,
+                format!(
+                    "{} is {what}; eit-certd does not write through it",
+                    p.display()
+                ),
+                "make it a real directory inside output.swanctl.dir".into(),
+            )),
+            _ => {}
+        }
+        // The existing directories on the way: whoever may write there may swap the link.
+        let mut at = layout.dir.clone();
+        for part in path
+            .strip_prefix(&layout.dir)
+            .unwrap_or(&path)
+            .parent()
+            .into_iter()
+            .flat_map(|p| p.components())
+        {
+            at.push(part);
+            if fs::symlink_metadata(&at).is_ok_and(|m| m.is_dir()) && !dirs.contains(&at) {
+                dirs.push(at.clone());
+            }
+        }
+        if role == Role::Key {
+            if let Some(parent) = path.parent() {
+                if let Ok(m) = fs::symlink_metadata(parent) {
+                    let mode = m.permissions().mode() & 0o777;
+                    if m.is_dir() && mode & 0o077 != 0 {
+                        problems.push(problem(
+                            key,
+                            format!(
+                                "{} has mode {mode:o}: others can list or enter the key's directory",
+                                parent.display()
+                            ),
+                            format!("chmod 700 {}", parent.display()),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    for dir in dirs {
+        let Ok(m) = fs::metadata(&dir) else { continue };
+        let mode = m.permissions().mode() & 0o777;
+        if mode & 0o022 != 0 {
+            problems.push(problem(
+                "dir",
+                format!(
+                    "{} has mode {mode:o}: users other than its owner can replace files in it",
+                    dir.display()
+                ),
+                format!("chmod go-w {}", dir.display()),
+            ));
+        }
+        if nix::unistd::access(&dir, nix::unistd::AccessFlags::W_OK).is_err() {
+            problems.push(problem(
+                "dir",
+                format!("{} is not writable by this user", dir.display()),
+                "run eit-certd as root; under systemd, allow the path with ReadWritePaths= \
+                 (examples/eit-certd-swanctl.conf)"
+                    .into(),
+            ));
+        }
+    }
+    problems
+}
+
+/// `swanctl-config`: a connection name and the options a File Storage mount target needs.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    /// The mount target's IP address.
+    pub remote: IpAddr,
+    /// The connection (and CHILD_SA) name.
+    pub name: String,
+    /// The certificate path `local.certs` names.
+    pub cert: PathBuf,
+}
+
+/// IBM's name for a mount target's connection: `ibmshare-ipsec-to-10-240-64-5` (IPv6: each
+/// `:` becomes `-` as well).
+pub fn default_connection_name(remote: IpAddr) -> String {
+    format!(
+        "ibmshare-ipsec-to-{}",
+        remote.to_string().replace(['.', ':'], "-")
+    )
+}
+
+/// A connection name swanctl.conf takes as a section name as is.
+pub fn validate_connection_name(name: &str) -> Result<(), String> {
+    let ok = (1..=64).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid connection name {name:?}: use 1 to 64 letters, digits, '-', '_' or '.', \
+             starting with a letter or digit"
+        ))
+    }
+}
+
+impl Connection {
+    /// The swanctl.conf text: IBM's connection for a mount target (IKEv2 with the instance
+    /// identity certificate, AES-GCM ESP in transport mode, trapped so that the first packet
+    /// to the target brings it up), with `#` comments that say where it goes.
+    pub fn render(&self, dir: &Path) -> String {
+        let any = match self.remote {
+            IpAddr::V4(_) => "0.0.0.0/0",
+            IpAddr::V6(_) => "::/0",
+        };
+        let mut out = String::new();
+        let _ = write!(
+            out,
+            "# eit-certd: swanctl connection to the File Storage mount target {remote}, for a share\n\
+             # mounted with encryption in transit (IPsec). Save it as\n\
+             #   {conf_d}/{name}.conf\n\
+             # (replacing IBM's conf.d/type_ibmshare_{remote}.conf, if there is one), then run\n\
+             #   swanctl --load-conns\n\
+             # local.certs is the certificate eit-certd keeps current ([output.swanctl]); the\n\
+             # swanctl-reload hook loads each new one into charon.\n\
+             connections {{\n\
+             \x20   {name} {{\n\
+             \x20       version = 2\n\
+             \x20       remote_addrs = {remote}\n\
+             \x20       proposals = aes256-sha384-ecp384\n\
+             \x20       encap = yes\n\
+             \x20       rekey_time = 3600\n\
+             \x20       keyingtries = 3\n\
+             \x20       unique = replace\n\
+             \x20       dpd_delay = 30s\n\
+             \x20       local {{\n\
+             \x20           certs = {cert}\n\
+             \x20       }}\n\
+             \x20       remote {{\n\
+             \x20           id = %any\n\
+             \x20       }}\n\
+             \x20       children {{\n\
+             \x20           {name} {{\n\
+             \x20               esp_proposals = aes256gcm16\n\
+             \x20               mode = transport\n\
+             \x20               start_action = trap\n\
+             \x20               remote_ts = {remote}[any/any]\n\
+             \x20               local_ts = {any}[any/any]\n\
+             \x20               rekey_time = 3600\n\
+             \x20           }}\n\
+             \x20       }}\n\
+             \x20   }}\n\
+             }}\n",
+            remote = self.remote,
+            name = self.name,
+            cert = self.cert.display(),
+            conf_d = dir.join("conf.d").display(),
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn config(extra: &str, out: &Path) -> Config {
+        Config::parse(
+            &format!(
+                "[output]\ndir = \"{}\"\n[output.swanctl]\n{extra}\n",
+                out.display()
+            ),
+            Path::new("/etc/eit-certd/config.toml"),
+        )
+        .unwrap()
+    }
+
+    fn err(extra: &str) -> String {
+        Config::parse(
+            &format!("[output.swanctl]\n{extra}\n"),
+            Path::new("/etc/eit-certd/config.toml"),
+        )
+        .unwrap_err()
+        .to_string()
+    }
+
+    /// A swanctl directory as strongSwan ships it, and an output dir, in a temp dir.
+    struct Fixture {
+        tmp: tempfile::TempDir,
+        swanctl: PathBuf,
+        out: PathBuf,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            let tmp = tempfile::tempdir().unwrap();
+            let swanctl = tmp.path().join("swanctl");
+            for (d, mode) in [
+                ("", 0o755),
+                ("private", 0o700),
+                ("x509", 0o755),
+                ("x509ca", 0o755),
+            ] {
+                let p = swanctl.join(d);
+                fs::create_dir_all(&p).unwrap();
+                fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+            }
+            let out = tmp.path().join("out");
+            Fixture { tmp, swanctl, out }
+        }
+
+        fn layout(&self, extra: &str) -> Layout {
+            let text = format!("dir = \"{}\"\n{extra}", self.swanctl.display());
+            Layout::from_config(&config(&text, &self.out)).unwrap()
+        }
+    }
+
+    #[test]
+    fn absent_table_is_off_and_an_empty_one_means_ibms_names() {
+        let c = Config::parse("", Path::new("c.toml")).unwrap();
+        assert!(Layout::from_config(&c).is_none());
+        let tmp = tempfile::tempdir().unwrap();
+        let c = Config::parse(
+            &format!(
+                "[output]\ndir = \"{}\"\n[output.swanctl]\ndir = \"/etc/swanctl\"\n",
+                tmp.path().display()
+            ),
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        let l = Layout::from_config(&c).unwrap();
+        assert_eq!(
+            l.path(Role::Key),
+            Path::new("/etc/swanctl/private/type_ibmshare.key")
+        );
+        assert_eq!(
+            l.path(Role::Cert),
+            Path::new("/etc/swanctl/x509/type_ibmshare.pem")
+        );
+        assert_eq!(
+            l.path(Role::Chain),
+            Path::new("/etc/swanctl/x509ca/type_ibmshare_int.crt")
+        );
+        assert_eq!(l.target(Role::Key), tmp.path().join("current/key.pem"));
+    }
+
+    #[test]
+    fn the_default_dir_is_the_one_that_exists() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (a, b) = (
+            tmp.path().join("swanctl"),
+            tmp.path().join("strongswan/swanctl"),
+        );
+        assert_eq!(default_dir(&[&a, &b]), a, "neither exists: the usual one");
+        fs::create_dir_all(&b).unwrap();
+        assert_eq!(default_dir(&[&a, &b]), b, "only the RHEL one exists");
+        fs::create_dir_all(&a).unwrap();
+        assert_eq!(default_dir(&[&a, &b]), a, "both: the usual one");
+    }
+
+    #[test]
+    fn paths_must_stay_inside_dir() {
+        for bad in [
+            "key = \"/etc/passwd\"",
+            "cert = \"../x509/a.pem\"",
+            "chain = \"x509ca/../../etc/a\"",
+            "key = \"\"",
+            "key = \"./private/a.key\"",
+            "cert = \"x509/\"",
+        ] {
+            let e = err(bad);
+            assert!(
+                e.contains("output.swanctl paths") && e.contains(":2:"),
+                "{bad}: {e}"
+            );
+        }
+        let e = err("dir = \"etc/swanctl\"");
+        assert!(
+            e.contains("output.swanctl.dir") && e.contains("absolute"),
+            "{e}"
+        );
+        let e = err("cert = \"x509/a.pem\"\nchain = \"x509/a.pem\"");
+        assert!(
+            e.contains("output.swanctl.cert and output.swanctl.chain are the same path"),
+            "{e}"
+        );
+        let e = err("replace = true");
+        assert!(e.contains("replace") && e.contains(":2:"), "{e}");
+    }
+
+    #[test]
+    fn link_creates_symlinks_into_current_and_missing_subdirs() {
+        let f = Fixture::new();
+        fs::remove_dir(f.swanctl.join("private")).unwrap();
+        let l = f.layout("");
+        let changes = l.link().unwrap();
+        assert_eq!(changes.len(), 3);
+        assert!(changes.iter().all(|c| c.was == PathState::Missing));
+        for role in [Role::Key, Role::Cert, Role::Chain] {
+            let p = l.path(role);
+            assert!(fs::symlink_metadata(&p).unwrap().file_type().is_symlink());
+            assert_eq!(
+                fs::read_link(&p).unwrap(),
+                f.out.join("current").join(role.file())
+            );
+        }
+        let private = fs::metadata(f.swanctl.join("private")).unwrap();
+        assert_eq!(private.permissions().mode() & 0o777, 0o700);
+        assert!(l.inspect().iter().all(|(_, _, s)| *s == PathState::Linked));
+        assert!(
+            l.link().unwrap().is_empty(),
+            "a second link changes nothing"
+        );
+        let leftovers: Vec<_> = fs::read_dir(f.swanctl.join("x509"))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(TMP_PREFIX))
+            .collect();
+        assert!(leftovers.is_empty());
+    }
+
+    #[test]
+    fn a_foreign_file_is_refused_untouched_unless_replace_existing() {
+        let f = Fixture::new();
+        let key = f.swanctl.join("private/type_ibmshare.key");
+        fs::write(&key, "IBM's key").unwrap();
+        let e = f.layout("").link().unwrap_err();
+        assert!(e.is_config());
+        let text = e.to_string();
+        assert!(
+            text.contains(&key.display().to_string())
+                && text.contains("a regular file")
+                && text.contains("replace_existing = true")
+                && text.contains("mount_helper.timer"),
+            "{text}"
+        );
+        assert_eq!(fs::read(&key).unwrap(), b"IBM's key");
+        assert!(
+            !f.swanctl.join("x509/type_ibmshare.pem").exists(),
+            "a refusal changes nothing, not even the other paths"
+        );
+
+        let changes = f.layout("replace_existing = true").link().unwrap();
+        assert!(changes.contains(&Change {
+            path: key.clone(),
+            was: PathState::Foreign {
+                what: "a regular file".into()
+            }
+        }));
+        assert!(fs::symlink_metadata(&key).unwrap().file_type().is_symlink());
+        // Ours now: recognised without replace_existing.
+        assert!(f.layout("").preflight().is_ok());
+    }
+
+    #[test]
+    fn foreign_and_stale_symlinks_are_told_apart() {
+        let f = Fixture::new();
+        let cert = f.swanctl.join("x509/type_ibmshare.pem");
+        symlink("/etc/ssl/certs/x.pem", &cert).unwrap();
+        let e = f.layout("").preflight().unwrap_err().to_string();
+        assert!(e.contains("a symlink to /etc/ssl/certs/x.pem"), "{e}");
+        fs::remove_file(&cert).unwrap();
+        let old = f.out.join("generations/000001-x/cert.pem");
+        symlink(&old, &cert).unwrap();
+        let l = f.layout("");
+        let state = &l.inspect()[1].2;
+        assert_eq!(state, &PathState::Stale { target: old });
+        assert_eq!(l.link().unwrap().len(), 3);
+        assert_eq!(
+            fs::read_link(&cert).unwrap(),
+            f.out.join("current/cert.pem")
+        );
+        // A path that escapes the output dir lexically is not ours.
+        fs::remove_file(&cert).unwrap();
+        symlink(f.out.join("../elsewhere/cert.pem"), &cert).unwrap();
+        assert!(matches!(l.inspect()[1].2, PathState::Foreign { .. }));
+    }
+
+    #[test]
+    fn directories_and_symlinked_subdirs_are_refused_even_with_replace_existing() {
+        let f = Fixture::new();
+        fs::create_dir(f.swanctl.join("x509/type_ibmshare.pem")).unwrap();
+        let e = f.layout("replace_existing = true").link().unwrap_err();
+        assert!(matches!(e, SwanctlError::IsDir { key: "cert", .. }), "{e}");
+        fs::remove_dir(f.swanctl.join("x509/type_ibmshare.pem")).unwrap();
+
+        let outside = f.tmp.path().join("outside");
+        fs::create_dir(&outside).unwrap();
+        fs::remove_dir(f.swanctl.join("x509ca")).unwrap();
+        symlink(&outside, f.swanctl.join("x509ca")).unwrap();
+        let e = f.layout("replace_existing = true").link().unwrap_err();
+        assert!(
+            matches!(&e, SwanctlError::UnsafeParent { what, .. } if what == "a symlink"),
+            "{e}"
+        );
+        assert_eq!(
+            fs::read_dir(&outside).unwrap().count(),
+            0,
+            "nothing written outside"
+        );
+    }
+
+    #[test]
+    fn a_missing_dir_is_named_with_what_to_install() {
+        let f = Fixture::new();
+        let l = f.layout("");
+        fs::remove_dir_all(&f.swanctl).unwrap();
+        let e = l.link().unwrap_err().to_string();
+        assert!(
+            e.contains("does not exist") && e.contains("strongswan-swanctl"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn check_passes_before_the_first_install_and_names_foreign_paths() {
+        let f = Fixture::new();
+        let text = format!("dir = \"{}\"", f.swanctl.display());
+        let c = config(&text, &f.out);
+        assert_eq!(check(&c), vec![], "a fresh swanctl dir");
+        fs::write(f.swanctl.join("x509ca/type_ibmshare_int.crt"), "x").unwrap();
+        fs::set_permissions(f.swanctl.join("private"), fs::Permissions::from_mode(0o755)).unwrap();
+        let problems = check(&c);
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["output.swanctl.key", "output.swanctl.chain"],
+            "{problems:#?}"
+        );
+        assert!(problems[0].fix.starts_with("chmod 700"));
+        assert!(problems[1].fix.contains("replace_existing = true"));
+        let missing = config("dir = \"/nonexistent/swanctl\"", &f.out);
+        assert_eq!(check(&missing)[0].key, "output.swanctl.dir");
+    }
+
+    #[test]
+    fn status_says_whether_each_path_resolves_to_the_current_set() {
+        let f = Fixture::new();
+        let l = f.layout("");
+        assert!(l
+            .status()
+            .iter()
+            .all(|s| s.state == "missing" && !s.resolves_to_current));
+        l.link().unwrap();
+        assert!(l
+            .status()
+            .iter()
+            .all(|s| s.state == "linked" && !s.resolves_to_current));
+        let generation = f.out.join("generations/000001-x");
+        fs::create_dir_all(&generation).unwrap();
+        for name in [store::KEY_FILE, store::CERT_FILE, store::CHAIN_FILE] {
+            fs::write(generation.join(name), name).unwrap();
+        }
+        symlink("generations/000001-x", f.out.join("current")).unwrap();
+        let status = l.status();
+        assert!(status.iter().all(|s| s.resolves_to_current), "{status:#?}");
+    }
+
+    #[test]
+    fn connection_names_and_rendering() {
+        let v4: IpAddr = "10.240.64.5".parse().unwrap();
+        let v6: IpAddr = "2001:db8::5".parse().unwrap();
+        assert_eq!(default_connection_name(v4), "ibmshare-ipsec-to-10-240-64-5");
+        assert_eq!(default_connection_name(v6), "ibmshare-ipsec-to-2001-db8--5");
+        for ok in ["a", "share-1", "x.y_z", &"a".repeat(64)] {
+            assert!(validate_connection_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "-a", "a b", "a{", "a/b", "ä", &"a".repeat(65)] {
+            assert!(validate_connection_name(bad).is_err(), "{bad}");
+        }
+        let c = Connection {
+            remote: v6,
+            name: default_connection_name(v6),
+            cert: PathBuf::from("/etc/swanctl/x509/type_ibmshare.pem"),
+        };
+        let text = c.render(Path::new("/etc/swanctl"));
+        assert!(text.contains("remote_addrs = 2001:db8::5\n"), "{text}");
+        assert!(text.contains("local_ts = ::/0[any/any]\n"), "{text}");
+        assert!(
+            text.contains("certs = /etc/swanctl/x509/type_ibmshare.pem\n"),
+            "{text}"
+        );
+        assert!(text.contains("#   /etc/swanctl/conf.d/ibmshare-ipsec-to-2001-db8--5.conf\n"));
+        assert_eq!(text.matches('{').count(), text.matches('}').count());
+        assert!(text.lines().all(|l| l.starts_with('#') || !l.contains('#')));
+    }
+}
