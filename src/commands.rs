@@ -105,16 +105,13 @@ pub fn main(cli: Cli) -> ExitCode {
 /// The error and its causes, each cause only if the text so far does not already say it (our
 /// error types put their cause into their own message; anyhow contexts do not).
 fn render(error: &anyhow::Error) -> String {
-    let mut text = String::new();
-    for cause in error.chain() {
-        let part = cause.to_string();
-        if text.is_empty() {
-            text = part;
-        } else if !text.contains(&part) {
-            text = format!("{text}: {part}");
-        }
-    }
-    text
+    // Our errors carry their cause in their own message and never in `source()` (the rule in
+    // lib.rs), so the chain holds each cause once: anyhow's contexts, then our error.
+    error
+        .chain()
+        .map(|cause| cause.to_string())
+        .collect::<Vec<_>>()
+        .join(": ")
 }
 
 async fn dispatch(cli: Cli) -> Outcome {
@@ -653,11 +650,41 @@ mod tests {
         let store = crate::store::StoreError::Io {
             action: "write",
             path: "/o/key.pem".into(),
-            source: io,
+            cause: io,
         };
         let text = render(&anyhow::Error::from(store));
         assert_eq!(text.matches("disk on fire").count(), 1, "{text}");
         let ctx = anyhow::Error::from(std::io::Error::other("denied")).context("cannot create /x");
         assert_eq!(render(&ctx), "cannot create /x: denied");
+        // The rule in lib.rs: a cause is in the message, never in `source()`.
+        let io = || std::io::Error::other("disk on fire");
+        let read = crate::files::ReadError::Io {
+            path: "/o/cert.pem".into(),
+            cause: io(),
+        };
+        let errors: Vec<Box<dyn std::error::Error + Send + Sync>> = vec![
+            Box::new(crate::config::ConfigError::Read {
+                path: "/c".into(),
+                cause: crate::files::ReadError::Io {
+                    path: "/c".into(),
+                    cause: io(),
+                },
+            }),
+            Box::new(crate::lock::LockError::Io {
+                path: "/o/.lock".into(),
+                cause: io(),
+            }),
+            Box::new(crate::store::StoreError::from(read)),
+            Box::new(crate::renew::RenewError::from(crate::store::StoreError::Io {
+                action: "write",
+                path: "/o/key.pem".into(),
+                cause: io(),
+            })),
+        ];
+        for e in errors {
+            assert!(e.source().is_none(), "{e} has a source");
+            let text = render(&anyhow::anyhow!(e).context("context"));
+            assert_eq!(text.matches("disk on fire").count(), 1, "{text}");
+        }
     }
 }

@@ -32,10 +32,10 @@ pub const IDENTITY_ONLY_FROM: &str = crate::metadata::api::IDENTITY_ONLY_FROM;
 pub enum ConfigError {
     #[error("config file {} does not exist; create it with `eit-certd init` or pass --config", path.display())]
     Missing { path: PathBuf },
-    #[error("cannot use config file: {source}")]
+    #[error("cannot use config file: {cause}")]
     Read {
         path: PathBuf,
-        source: crate::files::ReadError,
+        cause: crate::files::ReadError,
     },
     #[error("{}:{line}: the file is not UTF-8 text (an invalid byte on this line); save it as UTF-8", path.display())]
     NotUtf8 { path: PathBuf, line: usize },
@@ -271,15 +271,15 @@ impl Config {
             crate::files::Links::Follow,
             crate::files::limit::CONFIG,
         )
-        .map_err(|source| {
-            if source.is_not_found() {
+        .map_err(|cause| {
+            if cause.is_not_found() {
                 ConfigError::Missing {
                     path: path.to_path_buf(),
                 }
             } else {
                 ConfigError::Read {
                     path: path.to_path_buf(),
-                    source,
+                    cause,
                 }
             }
         })?;

@@ -37,10 +37,10 @@ pub enum Links {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}: {cause}", path.display())]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{} is a symlink; refusing to follow it (remove it; eit-certd writes a regular file there)", path.display())]
     Symlink { path: PathBuf },
@@ -53,7 +53,7 @@ pub enum ReadError {
 impl ReadError {
     /// The file does not exist (as opposed to existing and being unusable).
     pub fn is_not_found(&self) -> bool {
-        matches!(self, ReadError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+        matches!(self, ReadError::Io { cause, .. } if cause.kind() == std::io::ErrorKind::NotFound)
     }
 
     pub fn path(&self) -> &Path {
@@ -76,21 +76,21 @@ pub fn open_regular(path: &Path, links: Links) -> Result<File, ReadError> {
         .read(true)
         .custom_flags(flags)
         .open(path)
-        .map_err(|source| {
-            if links == Links::Refuse && source.raw_os_error() == Some(nix::libc::ELOOP) {
+        .map_err(|cause| {
+            if links == Links::Refuse && cause.raw_os_error() == Some(nix::libc::ELOOP) {
                 ReadError::Symlink {
                     path: path.to_path_buf(),
                 }
             } else {
                 ReadError::Io {
                     path: path.to_path_buf(),
-                    source,
+                    cause,
                 }
             }
         })?;
-    let meta = file.metadata().map_err(|source| ReadError::Io {
+    let meta = file.metadata().map_err(|cause| ReadError::Io {
         path: path.to_path_buf(),
-        source,
+        cause,
     })?;
     let kind = meta.file_type();
     if !kind.is_file() {
@@ -138,16 +138,16 @@ pub fn read_to_string(path: &Path, links: Links, limit: u64) -> Result<String, R
     let bytes = read(path, links, limit)?;
     String::from_utf8(bytes).map_err(|e| ReadError::Io {
         path: path.to_path_buf(),
-        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.utf8_error()),
+        cause: std::io::Error::new(std::io::ErrorKind::InvalidData, e.utf8_error()),
     })
 }
 
 fn read_into(file: File, path: &Path, limit: u64, data: &mut Vec<u8>) -> Result<(), ReadError> {
     // One byte past the cap tells "exactly at the cap" from "larger".
     let mut taken = file.take(limit + 1);
-    taken.read_to_end(data).map_err(|source| ReadError::Io {
+    taken.read_to_end(data).map_err(|cause| ReadError::Io {
         path: path.to_path_buf(),
-        source,
+        cause,
     })?;
     if data.len() as u64 > limit {
         return Err(ReadError::TooLarge {

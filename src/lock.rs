@@ -23,10 +23,10 @@ pub enum LockError {
     Held { dir: PathBuf, holder: Option<u32> },
     #[error("lock file {} is {what}; refusing to use it (it was not made by eit-certd): remove it and try again", path.display())]
     NotOurs { path: PathBuf, what: String },
-    #[error("cannot open lock file {}: {source}{}", path.display(), lock_hint(source))]
+    #[error("cannot open lock file {}: {cause}{}", path.display(), lock_hint(cause))]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 
@@ -50,9 +50,9 @@ impl DirLock {
     /// Takes the lock without waiting; `dir` is created if missing.
     pub fn acquire(dir: &Path) -> Result<DirLock, LockError> {
         let path = dir.join(LOCK_FILE);
-        let io = |source| LockError::Io {
+        let io = |cause| LockError::Io {
             path: path.clone(),
-            source,
+            cause,
         };
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -68,14 +68,14 @@ impl DirLock {
             .mode(0o644)
             .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC)
             .open(&path)
-            .map_err(|source| {
-                if source.raw_os_error() == Some(nix::libc::ELOOP) {
+            .map_err(|cause| {
+                if cause.raw_os_error() == Some(nix::libc::ELOOP) {
                     LockError::NotOurs {
                         path: path.clone(),
                         what: "a symlink".into(),
                     }
                 } else {
-                    io(source)
+                    io(cause)
                 }
             })?;
         let meta = file.metadata().map_err(io)?;

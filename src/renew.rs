@@ -25,8 +25,8 @@ pub enum RenewError {
     Csr(#[from] CsrError),
     #[error(transparent)]
     Service(#[from] ClientError),
-    // These two put the cause into their own sentence, so it must not also be their
-    // `source()`: `{:#}` (how errors reach stderr) would print it a second time.
+    // These two put the cause into their own sentence and, like every error here, do not
+    // return it from `source()` (see the rule in lib.rs).
     #[error("refused the certificate the service returned: {0}. Nothing was installed; the current set stays in place")]
     Rejected(Rejection),
     #[error("{0}. The current set stays in place")]
@@ -234,7 +234,7 @@ impl Renewer {
             RenewError::Store(StoreError::Io {
                 action: "finish installing into",
                 path: self.store.dir().to_path_buf(),
-                source: std::io::Error::other(e.to_string()),
+                cause: std::io::Error::other(e.to_string()),
             })
         })??;
         if let Some(layout) = &swanctl {
@@ -385,7 +385,7 @@ mod tests {
         let e = RenewError::from(StoreError::Io {
             action: "write",
             path: PathBuf::from("/x/cert.pem"),
-            source: std::io::Error::other("disk full"),
+            cause: std::io::Error::other("disk full"),
         });
         let shown = format!("{:#}", anyhow::Error::from(e));
         assert_eq!(shown.matches("/x/cert.pem").count(), 1, "{shown}");

@@ -43,11 +43,11 @@ const TMP_PREFIX: &str = ".tmp-";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot {action} {}: {source}{}", path.display(), hint(source))]
+    #[error("cannot {action} {}: {cause}{}", path.display(), hint(cause))]
     Io {
         action: &'static str,
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error(
         "{} is not a symlink into {}/ (it is {what}); refusing to follow it. Move it away and run \
@@ -57,8 +57,8 @@ pub enum StoreError {
     CurrentNotOurs { path: PathBuf, what: String },
     #[error("output.group {0:?} does not exist on this system; create it or remove output.group")]
     NoSuchGroup(String),
-    #[error("cannot look up output.group {name:?}: {source}")]
-    GroupLookup { name: String, source: nix::Error },
+    #[error("cannot look up output.group {name:?}: {cause}")]
+    GroupLookup { name: String, cause: nix::Error },
     #[error(transparent)]
     Read(#[from] ReadError),
     #[error(
@@ -92,10 +92,10 @@ fn hint(e: &std::io::Error) -> &'static str {
 
 fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StoreError {
     let path = path.to_path_buf();
-    move |source| StoreError::Io {
+    move |cause| StoreError::Io {
         action,
         path,
-        source,
+        cause,
     }
 }
 
@@ -161,9 +161,9 @@ impl Store {
             None => None,
             Some(name) => Some(
                 nix::unistd::Group::from_name(name)
-                    .map_err(|source| StoreError::GroupLookup {
+                    .map_err(|cause| StoreError::GroupLookup {
                         name: name.to_string(),
-                        source,
+                        cause,
                     })?
                     .ok_or_else(|| StoreError::NoSuchGroup(name.to_string()))?
                     .gid,
@@ -269,7 +269,7 @@ impl Store {
         let leaf = LeafInfo::from_pem(&cert).map_err(|e| StoreError::Io {
             action: "parse",
             path: cert_path.clone(),
-            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+            cause: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
         })?;
         let key_path = generation.file(KEY_FILE);
         let key_matches = match files::read_secret(&key_path, Links::Refuse, files::limit::KEY) {

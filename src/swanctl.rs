@@ -77,11 +77,11 @@ pub enum SwanctlError {
         path.display()
     )]
     UnsafeParent { path: PathBuf, what: String },
-    #[error("cannot {action} {}: {source}", path.display())]
+    #[error("cannot {action} {}: {cause}", path.display())]
     Io {
         action: &'static str,
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 
@@ -94,10 +94,10 @@ impl SwanctlError {
 
 fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> SwanctlError {
     let path = path.to_path_buf();
-    move |source| SwanctlError::Io {
+    move |cause| SwanctlError::Io {
         action,
         path,
-        source,
+        cause,
     }
 }
 
@@ -388,7 +388,7 @@ impl Layout {
             store::fsync_dir(&parent).map_err(|e| SwanctlError::Io {
                 action: "fsync",
                 path: parent.clone(),
-                source: std::io::Error::other(e.to_string()),
+                cause: std::io::Error::other(e.to_string()),
             })?;
             match &state {
                 PathState::Foreign { what } => tracing::warn!(
@@ -420,7 +420,7 @@ impl Layout {
                     store::fsync_dir(&parent).map_err(|e| SwanctlError::Io {
                         action: "fsync",
                         path: parent.clone(),
-                        source: std::io::Error::other(e.to_string()),
+                        cause: std::io::Error::other(e.to_string()),
                     })?;
                 }
                 Err(e) if e.kind() == ErrorKind::AlreadyExists => {

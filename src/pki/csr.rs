@@ -9,7 +9,13 @@ use crate::pki::PrivateKey;
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot build the certificate signing request: {0}")]
-pub struct CsrError(#[from] openssl::error::ErrorStack);
+pub struct CsrError(openssl::error::ErrorStack);
+
+impl From<openssl::error::ErrorStack> for CsrError {
+    fn from(e: openssl::error::ErrorStack) -> Self {
+        CsrError(e)
+    }
+}
 
 /// Builds and signs a CSR for `key`, returned as PEM text (what the API's `csr` field takes).
 pub fn build(key: &PrivateKey, subject: &Subject) -> Result<String, CsrError> {

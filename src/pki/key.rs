@@ -9,10 +9,10 @@ use zeroize::Zeroizing;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    #[error("RSA key generation ({bits} bits) failed: {source}")]
+    #[error("RSA key generation ({bits} bits) failed: {cause}")]
     Generate {
         bits: u32,
-        source: openssl::error::ErrorStack,
+        cause: openssl::error::ErrorStack,
     },
     #[error("cannot encode the private key: {0}")]
     Encode(openssl::error::ErrorStack),
@@ -35,8 +35,8 @@ pub struct PrivateKey {
 impl PrivateKey {
     /// Generates a key. Slow for 4096 bits (1–10 s): call `generate_blocking` from async code.
     pub fn generate(bits: u32) -> Result<PrivateKey, KeyError> {
-        let rsa = Rsa::generate(bits).map_err(|source| KeyError::Generate { bits, source })?;
-        let pkey = PKey::from_rsa(rsa).map_err(|source| KeyError::Generate { bits, source })?;
+        let rsa = Rsa::generate(bits).map_err(|cause| KeyError::Generate { bits, cause })?;
+        let pkey = PKey::from_rsa(rsa).map_err(|cause| KeyError::Generate { bits, cause })?;
         PrivateKey::from_pkey(pkey)
     }
 
