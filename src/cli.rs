@@ -1,5 +1,6 @@
 //! Command-line interface types (clap derive). Parsing only; `commands` does the work.
 
+#[cfg(feature = "emulator")]
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -7,6 +8,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::DEFAULT_PATH;
+#[cfg(feature = "emulator")]
 use crate::emulator::{Fault, Scope};
 
 #[derive(Debug, Parser)]
@@ -77,8 +79,10 @@ pub enum Command {
     /// Print the man page (roff).
     Man,
     /// Run the metadata service emulator (for demos and offline tests).
+    #[cfg(feature = "emulator")]
     Emulator(EmulatorArgs),
     /// A tour: an embedded emulator, a first renewal into a temp dir, and its status.
+    #[cfg(feature = "emulator")]
     Demo,
 }
 
@@ -182,6 +186,7 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
+#[cfg(feature = "emulator")]
 #[derive(Debug, Args)]
 pub struct EmulatorArgs {
     /// Address to listen on. Loopback by default: the emulator hands out tokens to anyone
@@ -207,6 +212,7 @@ pub struct EmulatorArgs {
 }
 
 /// `--fault`'s long help: every mode with its description, and which calls it applies to.
+#[cfg(feature = "emulator")]
 fn fault_help() -> String {
     let width = Fault::ALL.iter().map(|f| f.name().len()).max().unwrap_or(0);
     let mut help = String::from(
@@ -228,6 +234,7 @@ fn fault_help() -> String {
     help
 }
 
+#[cfg(feature = "emulator")]
 fn parse_fault(s: &str) -> Result<Fault, String> {
     s.parse::<Fault>().map_err(|e| e.to_string())
 }

@@ -11,11 +11,14 @@ use std::process::ExitCode;
 use anyhow::Context;
 use time::OffsetDateTime;
 
+#[cfg(feature = "emulator")]
+use crate::cli::EmulatorArgs;
 use crate::cli::{
-    CheckArgs, Cli, Command, CompletionsArgs, EmulatorArgs, IamTokenArgs, InstanceArgs, LogFormat,
-    RenewArgs, RunArgs, StatusArgs, StunnelConfigArgs, SwanctlConfigArgs, TokenArgs,
+    CheckArgs, Cli, Command, CompletionsArgs, IamTokenArgs, InstanceArgs, LogFormat, RenewArgs,
+    RunArgs, StatusArgs, StunnelConfigArgs, SwanctlConfigArgs, TokenArgs,
 };
 use crate::config::Config;
+#[cfg(feature = "emulator")]
 use crate::emulator;
 use crate::lock::DirLock;
 use crate::metadata::client::Client;
@@ -24,7 +27,9 @@ use crate::renew::{AttemptOutcome, KeySource, Renewed, Renewer};
 use crate::schedule::Policy;
 use crate::state::State;
 use crate::status;
-use crate::store::{self, Store};
+#[cfg(feature = "emulator")]
+use crate::store;
+use crate::store::Store;
 
 /// Writes a line to stdout. A reader that went away (`status --json | head`) ends only our
 /// output: the write error is ignored and the command exits with its own code (Rust ignores
@@ -71,6 +76,7 @@ pub fn main(cli: Cli) -> ExitCode {
     let runtime = match cli.command {
         // The emulator serves concurrent clients; everything else is one task at a time, and
         // a single thread keeps the daemon's footprint small.
+        #[cfg(feature = "emulator")]
         Command::Emulator(_) | Command::Demo => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -128,7 +134,9 @@ async fn dispatch(cli: Cli) -> Outcome {
         Command::SwanctlConfig(ref args) => swanctl_config(&cli.config, args),
         Command::Completions(ref args) => completions(args),
         Command::Man => man(),
+        #[cfg(feature = "emulator")]
         Command::Emulator(args) => run_emulator(args).await,
+        #[cfg(feature = "emulator")]
         Command::Demo => demo().await,
     }
 }
@@ -453,6 +461,7 @@ fn man() -> Outcome {
     Ok(0)
 }
 
+#[cfg(feature = "emulator")]
 async fn run_emulator(args: EmulatorArgs) -> Outcome {
     let options = emulator::Options {
         listen: args.listen,
@@ -472,6 +481,7 @@ async fn run_emulator(args: EmulatorArgs) -> Outcome {
 }
 
 /// Resolves on SIGINT or SIGTERM.
+#[cfg(feature = "emulator")]
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
@@ -482,9 +492,12 @@ pub async fn shutdown_signal() {
 }
 
 /// How long the demo's emulator lets certificates live, so rotations happen while you watch.
+#[cfg(feature = "emulator")]
 const DEMO_LIFETIME: std::time::Duration = std::time::Duration::from_secs(9);
+#[cfg(feature = "emulator")]
 const DEMO_ROTATIONS: usize = 3;
 
+#[cfg(feature = "emulator")]
 async fn demo() -> Outcome {
     let root = tempfile::Builder::new()
         .prefix("eit-certd-demo-")
@@ -614,6 +627,7 @@ async fn demo() -> Outcome {
     Ok(0)
 }
 
+#[cfg(feature = "emulator")]
 fn demo_config(endpoint: &str, out: &Path) -> String {
     format!(
         r#"# Written by `eit-certd demo`.
@@ -675,11 +689,13 @@ mod tests {
                 cause: io(),
             }),
             Box::new(crate::store::StoreError::from(read)),
-            Box::new(crate::renew::RenewError::from(crate::store::StoreError::Io {
-                action: "write",
-                path: "/o/key.pem".into(),
-                cause: io(),
-            })),
+            Box::new(crate::renew::RenewError::from(
+                crate::store::StoreError::Io {
+                    action: "write",
+                    path: "/o/key.pem".into(),
+                    cause: io(),
+                },
+            )),
         ];
         for e in errors {
             assert!(e.source().is_none(), "{e} has a source");

@@ -24,7 +24,8 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod daemon;
-pub mod emulator;
+#[cfg(feature = "emulator")]
+pub use eit_certd_emulator as emulator;
 pub mod files;
 pub mod hooks;
 pub mod lock;

@@ -28,7 +28,7 @@ use super::tokens::{
     self, TokenProblem, DEFAULT_TOKEN_SECONDS, MAX_TOKEN_SECONDS, MIN_TOKEN_SECONDS,
 };
 use super::{clock, ids};
-use crate::metadata::api::{
+use crate::wire::{
     ApiFamily, CertificateRequest, CertificateResponse, IamTokenRequest, TokenRequest,
     TokenResponse, IDENTITY_ONLY_FROM, MIN_VERSION,
 };
@@ -517,7 +517,7 @@ mod tests {
     #[test]
     fn instance_document_shape() {
         let doc = instance_document("0717_eb1b7391-2ca2-4ab5-84a8-b92157a633b0");
-        let parsed: crate::metadata::api::Instance = serde_json::from_value(doc).unwrap();
+        let parsed: crate::wire::Instance = serde_json::from_value(doc).unwrap();
         assert_eq!(parsed.id, "eb1b7391-2ca2-4ab5-84a8-b92157a633b0");
         assert_eq!(parsed.name, "eit-certd-emulator");
         assert_eq!(parsed.zone.name, "us-south-1");

@@ -13,7 +13,7 @@ use super::tests::{
     client, error_of, get_token, make_csr, parse_time, post_csr, start_default, test_key, JsonBody,
     ParseJson, VERSION,
 };
-use crate::metadata::api::CertificateResponse;
+use crate::wire::CertificateResponse;
 
 const FAMILY: &str = "/identity/v1";
 

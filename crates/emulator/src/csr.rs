@@ -180,7 +180,7 @@ fn first_reason(e: &openssl::error::ErrorStack) -> String {
 mod tests {
     use super::*;
 
-    const SAMPLE: &str = include_str!("../../tests/fixtures/sample-request.csr");
+    const SAMPLE: &str = include_str!("../data/sample-request.csr");
 
     #[test]
     fn documented_sample_is_valid() {

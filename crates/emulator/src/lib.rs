@@ -23,6 +23,7 @@ mod server;
 mod state;
 mod tls;
 mod tokens;
+pub mod wire;
 
 #[cfg(test)]
 mod fault_tests;

@@ -20,7 +20,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use super::*;
-use crate::metadata::api::{CertificateResponse, ErrorBody, TokenResponse};
+use crate::wire::{CertificateResponse, ErrorBody, TokenResponse};
 
 pub(super) const VERSION: &str = "version=2025-08-26";
 /// The older family is served only before 2025-08-26.
@@ -452,7 +452,7 @@ async fn documented_sample_csr_is_accepted() {
     let base = emu.base_url();
     let c = client();
     let token = get_token(&c, base, "/identity/v1").await;
-    let csr = include_str!("../../tests/fixtures/sample-request.csr");
+    let csr = include_str!("../data/sample-request.csr");
     let resp = post_csr(&c, base, "/identity/v1", &token, json!({ "csr": csr })).await;
     assert_eq!(resp.status(), StatusCode::CREATED);
     let issued: CertificateResponse = resp.parse().await;
@@ -566,7 +566,7 @@ async fn instance_identity_family_and_other_calls() {
     assert_eq!(error_of(resp).await.1, "invalid_token");
     let resp = c.get(&url).bearer_auth(&token).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-    let instance: crate::metadata::api::Instance = resp.parse().await;
+    let instance: crate::wire::Instance = resp.parse().await;
     assert_eq!(instance.id, "12345678-aaaa-bbbb-cccc-1234567890ab");
     assert_eq!(instance.name, "eit-certd-emulator");
     assert_eq!(instance.zone.name, "us-south-1");

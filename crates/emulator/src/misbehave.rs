@@ -16,11 +16,10 @@ use time::OffsetDateTime;
 use super::api_error::ApiError;
 use super::ca::Signer;
 use super::faults::Fault;
-use crate::metadata::api::CertificateResponse;
+use crate::wire::CertificateResponse;
 
 /// The documented sample answer (`doc-sample`), byte for byte.
-pub(crate) const DOC_SAMPLE: &str =
-    include_str!("../../tests/fixtures/sample-certificates-response.json");
+pub(crate) const DOC_SAMPLE: &str = include_str!("../data/sample-certificates-response.json");
 
 /// What `extra-garbage` appends to `certificates`.
 pub(crate) const GARBAGE_ELEMENT: &str = "this is not a certificate";

@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use crate::metadata::api::ErrorBody;
+use crate::wire::ErrorBody;
 
 /// An error answer: status, machine-readable code, and a sentence a user can act on.
 #[derive(Debug, Clone)]

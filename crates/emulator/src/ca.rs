@@ -326,8 +326,7 @@ mod tests {
         );
 
         let csr =
-            X509Req::from_pem(include_bytes!("../../tests/fixtures/sample-request.csr").as_slice())
-                .unwrap();
+            X509Req::from_pem(include_bytes!("../data/sample-request.csr").as_slice()).unwrap();
         let start = time::macros::datetime!(2025-06-10 11:08:39 UTC);
         let leaf = ca
             .issue_leaf(
