@@ -111,7 +111,11 @@ pub struct CertificateConfig {
     pub renew_at: RenewAt,
     pub min_remaining: HumanDuration,
     pub jitter: HumanDuration,
+    /// A PEM file (any number of certificates) or a directory of `*.pem`/`*.crt` files whose
+    /// CA certificates the chain must end at (see `pki::anchors`).
     pub trust_anchor: Option<PathBuf>,
+    /// More files or directories like `trust_anchor`; the chain may end at any of them.
+    pub trust_anchors: Vec<PathBuf>,
     /// Keep the key across renewals instead of generating a new one for each certificate.
     pub reuse_key: bool,
 }
@@ -126,6 +130,7 @@ impl Default for CertificateConfig {
             min_remaining: HumanDuration(Duration::from_secs(600)),
             jitter: HumanDuration(Duration::from_secs(30)),
             trust_anchor: None,
+            trust_anchors: Vec::new(),
             reuse_key: false,
         }
     }

@@ -7,6 +7,7 @@
 //! [`renew`] runs one attempt end to end. [`emulator`] is a local stand-in for the metadata
 //! service, with a real CA and faults on demand.
 
+pub mod ca_expiry;
 pub mod check;
 pub mod cli;
 pub mod commands;

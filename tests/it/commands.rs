@@ -1,6 +1,5 @@
 //! The scripting and first-run commands against the real emulator.
 
-
 use std::process::Command;
 
 use crate::common::*;

@@ -1,6 +1,5 @@
 //! Bad configuration is a usage error (exit 2) that names the key and the line.
 
-
 use std::process::Command;
 
 fn check(toml: &str, expect: &[&str]) {

@@ -1,6 +1,5 @@
 //! One-shot renewal against the real emulator, through the real binary.
 
-
 use crate::common::*;
 
 fn verify_with_openssl(setup: &Setup, emulator: &Emulator) {

@@ -16,7 +16,6 @@
 //!
 //! The emulator's own output is not checked: it is the service, which holds the tokens.
 
-
 use std::time::Duration;
 
 use crate::common::*;
