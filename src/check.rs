@@ -81,8 +81,8 @@ pub fn offline(config: &Config) -> Vec<Problem> {
     }
     if let Err(e) = TrustAnchors::load_at(&config.certificate, OffsetDateTime::now_utc()) {
         problems.push(problem(
-            e.key(),
-            e.to_string(),
+            e.key,
+            e.problem.to_string(),
             "point it at the PEM CA certificates (a file or a directory) the chain must end at",
         ));
     }

@@ -31,69 +31,64 @@ pub const MAX_FILES_PER_DIR: usize = 256;
 /// Most anchors loaded in all.
 pub const MAX_ANCHORS: usize = 1024;
 
+/// A trust anchor configuration that cannot be used: the key it is about and the problem.
 #[derive(Debug, thiserror::Error)]
-pub enum AnchorError {
-    #[error("{key}: cannot read {}: {source}; fix the path or remove it", path.display())]
+#[error("{key}: {problem}")]
+pub struct AnchorError {
+    /// The configuration key (`certificate.trust_anchor`, `certificate.trust_anchors[1]`).
+    pub key: String,
+    pub problem: AnchorProblem,
+}
+
+impl AnchorError {
+    fn new(key: &str, problem: AnchorProblem) -> AnchorError {
+        AnchorError {
+            key: key.to_string(),
+            problem,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AnchorProblem {
+    #[error("cannot read {}: {source}; fix the path or remove it", path.display())]
     Read {
-        key: String,
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{key}: {} is {what}, not a regular file or a directory", path.display())]
-    NotRegular {
-        key: String,
-        path: PathBuf,
-        what: &'static str,
-    },
+    #[error("{} is {what}, not a regular file or a directory", path.display())]
+    NotRegular { path: PathBuf, what: &'static str },
     #[error(
-        "{key}: {} is larger than {MAX_FILE_BYTES} bytes; a trust anchor file holds a few CA \
+        "{} is larger than {MAX_FILE_BYTES} bytes; a trust anchor file holds a few CA \
          certificates", path.display()
     )]
-    TooLarge { key: String, path: PathBuf },
+    TooLarge { path: PathBuf },
     #[error(
-        "{key}: {} holds more than {MAX_FILES_PER_DIR} *.pem/*.crt files; point it at a \
-         directory of CA certificates only", path.display()
+        "{} holds more than {MAX_FILES_PER_DIR} *.pem/*.crt files; point it at a directory of \
+         CA certificates only", path.display()
     )]
-    TooManyFiles { key: String, path: PathBuf },
-    #[error("{key}: more than {MAX_ANCHORS} trust anchors in all; pin fewer CAs")]
-    TooManyAnchors { key: String },
+    TooManyFiles { path: PathBuf },
+    #[error("more than {MAX_ANCHORS} trust anchors in all; pin fewer CAs")]
+    TooManyAnchors,
     #[error(
-        "{key}: {} holds no certificate (no -----BEGIN CERTIFICATE----- block); point it at the \
-         PEM CA certificates the chain must end at", path.display()
+        "{} holds no certificate (no -----BEGIN CERTIFICATE----- block); point it at the PEM CA \
+         certificates the chain must end at", path.display()
     )]
-    NoCertificate { key: String, path: PathBuf },
-    #[error("{key}: certificate {number} in {} is not readable: {reason}", path.display())]
+    NoCertificate { path: PathBuf },
+    #[error("certificate {number} in {} is not readable: {reason}", path.display())]
     BadCertificate {
-        key: String,
         path: PathBuf,
         number: usize,
         reason: String,
     },
-    #[error("{key}: the directory {} holds no *.pem or *.crt file", path.display())]
-    EmptyDirectory { key: String, path: PathBuf },
+    #[error("the directory {} holds no *.pem or *.crt file", path.display())]
+    EmptyDirectory { path: PathBuf },
     #[error(
-        "no usable trust anchor: {}; install current CA certificates (e.g. a newer release of \
-         IBM's mount helper)",
+        "no usable trust anchor: {}; install current CA certificates (e.g. from a newer release \
+         of IBM's mount helper)",
         list(ignored)
     )]
     NoneUsable { ignored: Vec<AnchorRef> },
-}
-
-impl AnchorError {
-    /// The configuration key the error is about.
-    pub fn key(&self) -> &str {
-        match self {
-            AnchorError::Read { key, .. }
-            | AnchorError::NotRegular { key, .. }
-            | AnchorError::TooLarge { key, .. }
-            | AnchorError::TooManyFiles { key, .. }
-            | AnchorError::TooManyAnchors { key }
-            | AnchorError::NoCertificate { key, .. }
-            | AnchorError::BadCertificate { key, .. }
-            | AnchorError::EmptyDirectory { key, .. } => key,
-            AnchorError::NoneUsable { .. } => "certificate.trust_anchor",
-        }
-    }
 }
 
 /// One anchor, named the way messages name it: by fingerprint and file (names are shared).
@@ -233,9 +228,17 @@ impl TrustAnchors {
             (a.name.clone(), a.reference(Some(note)))
         }));
         if usable.is_empty() {
-            return Err(AnchorError::NoneUsable {
-                ignored: all.ignored.into_iter().map(|(_, r)| r).collect(),
-            });
+            let key = if config.trust_anchor.is_some() {
+                "certificate.trust_anchor"
+            } else {
+                "certificate.trust_anchors"
+            };
+            return Err(AnchorError::new(
+                key,
+                AnchorProblem::NoneUsable {
+                    ignored: all.ignored.into_iter().map(|(_, r)| r).collect(),
+                },
+            ));
         }
         Ok(Some(TrustAnchors {
             anchors: usable,
@@ -374,10 +377,14 @@ fn has_anchor_extension(path: &Path) -> bool {
 }
 
 fn read_path(key: &str, path: &Path, into: &mut TrustAnchors) -> Result<(), AnchorError> {
-    let read_error = |source| AnchorError::Read {
-        key: key.to_string(),
-        path: path.to_path_buf(),
-        source,
+    let read_error = |source| {
+        AnchorError::new(
+            key,
+            AnchorProblem::Read {
+                path: path.to_path_buf(),
+                source,
+            },
+        )
     };
     // The configured path itself is followed: the administrator named it.
     let meta = std::fs::metadata(path).map_err(read_error)?;
@@ -388,19 +395,25 @@ fn read_path(key: &str, path: &Path, into: &mut TrustAnchors) -> Result<(), Anch
         Ok(bytes) => add_file(key, path, &bytes, into),
         Err(Skipped::Error(e)) => Err(e),
         // Only directory entries are skipped.
-        Err(Skipped::Link | Skipped::Directory) => Err(AnchorError::NotRegular {
-            key: key.to_string(),
-            path: path.to_path_buf(),
-            what: "not a regular file",
-        }),
+        Err(Skipped::Link | Skipped::Directory) => Err(AnchorError::new(
+            key,
+            AnchorProblem::NotRegular {
+                path: path.to_path_buf(),
+                what: "not a regular file",
+            },
+        )),
     }
 }
 
 fn read_dir(key: &str, dir: &Path, into: &mut TrustAnchors) -> Result<(), AnchorError> {
-    let read_error = |source| AnchorError::Read {
-        key: key.to_string(),
-        path: dir.to_path_buf(),
-        source,
+    let read_error = |source| {
+        AnchorError::new(
+            key,
+            AnchorProblem::Read {
+                path: dir.to_path_buf(),
+                source,
+            },
+        )
     };
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(read_error)? {
@@ -409,18 +422,22 @@ fn read_dir(key: &str, dir: &Path, into: &mut TrustAnchors) -> Result<(), Anchor
             continue;
         }
         if files.len() == MAX_FILES_PER_DIR {
-            return Err(AnchorError::TooManyFiles {
-                key: key.to_string(),
-                path: dir.to_path_buf(),
-            });
+            return Err(AnchorError::new(
+                key,
+                AnchorProblem::TooManyFiles {
+                    path: dir.to_path_buf(),
+                },
+            ));
         }
         files.push(path);
     }
     if files.is_empty() {
-        return Err(AnchorError::EmptyDirectory {
-            key: key.to_string(),
-            path: dir.to_path_buf(),
-        });
+        return Err(AnchorError::new(
+            key,
+            AnchorProblem::EmptyDirectory {
+                path: dir.to_path_buf(),
+            },
+        ));
     }
     files.sort();
     for path in files {
@@ -448,11 +465,13 @@ enum Skipped {
 /// checked on the open file, so nothing can be swapped in between the check and the read.
 fn read_capped(key: &str, path: &Path, entry: bool) -> Result<Vec<u8>, Skipped> {
     let read_error = |source| {
-        Skipped::Error(AnchorError::Read {
-            key: key.to_string(),
-            path: path.to_path_buf(),
-            source,
-        })
+        Skipped::Error(AnchorError::new(
+            key,
+            AnchorProblem::Read {
+                path: path.to_path_buf(),
+                source,
+            },
+        ))
     };
     let mut flags = nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC;
     if entry {
@@ -483,11 +502,13 @@ fn read_capped(key: &str, path: &Path, entry: bool) -> Result<Vec<u8>, Skipped> 
         } else {
             "not a regular file"
         };
-        return Err(Skipped::Error(AnchorError::NotRegular {
-            key: key.to_string(),
-            path: path.to_path_buf(),
-            what,
-        }));
+        return Err(Skipped::Error(AnchorError::new(
+            key,
+            AnchorProblem::NotRegular {
+                path: path.to_path_buf(),
+                what,
+            },
+        )));
     }
     let mut bytes = Vec::new();
     (&file as &File)
@@ -495,10 +516,12 @@ fn read_capped(key: &str, path: &Path, entry: bool) -> Result<Vec<u8>, Skipped> 
         .read_to_end(&mut bytes)
         .map_err(read_error)?;
     if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Err(Skipped::Error(AnchorError::TooLarge {
-            key: key.to_string(),
-            path: path.to_path_buf(),
-        }));
+        return Err(Skipped::Error(AnchorError::new(
+            key,
+            AnchorProblem::TooLarge {
+                path: path.to_path_buf(),
+            },
+        )));
     }
     Ok(bytes)
 }
@@ -511,11 +534,15 @@ fn add_file(
     bytes: &[u8],
     into: &mut TrustAnchors,
 ) -> Result<(), AnchorError> {
-    let bad = |number, reason: String| AnchorError::BadCertificate {
-        key: key.to_string(),
-        path: path.to_path_buf(),
-        number,
-        reason,
+    let bad = |number, reason: String| {
+        AnchorError::new(
+            key,
+            AnchorProblem::BadCertificate {
+                path: path.to_path_buf(),
+                number,
+                reason,
+            },
+        )
     };
     let mut ders = Vec::new();
     let has_pem = bytes.windows(11).any(|w| w == b"-----BEGIN ");
@@ -530,10 +557,12 @@ fn add_file(
         ders.push(bytes.to_vec());
     }
     if ders.is_empty() {
-        return Err(AnchorError::NoCertificate {
-            key: key.to_string(),
-            path: path.to_path_buf(),
-        });
+        return Err(AnchorError::new(
+            key,
+            AnchorProblem::NoCertificate {
+                path: path.to_path_buf(),
+            },
+        ));
     }
     for (i, der) in ders.into_iter().enumerate() {
         let anchor = Anchor::from_der(der, path).map_err(|reason| bad(i + 1, reason))?;
@@ -541,11 +570,257 @@ fn add_file(
             continue;
         }
         if into.anchors.len() == MAX_ANCHORS {
-            return Err(AnchorError::TooManyAnchors {
-                key: key.to_string(),
-            });
+            return Err(AnchorError::new(key, AnchorProblem::TooManyAnchors));
         }
         into.anchors.push(anchor);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pki::testca::TestCa;
+
+    fn config(trust_anchor: Option<&Path>, trust_anchors: &[&Path]) -> CertificateConfig {
+        CertificateConfig {
+            trust_anchor: trust_anchor.map(Path::to_path_buf),
+            trust_anchors: trust_anchors.iter().map(|p| p.to_path_buf()).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn now() -> OffsetDateTime {
+        OffsetDateTime::now_utc()
+    }
+
+    fn load(c: &CertificateConfig) -> Result<TrustAnchors, AnchorError> {
+        TrustAnchors::load_at(c, now()).map(|a| a.expect("configured"))
+    }
+
+    #[test]
+    fn nothing_configured_is_none() {
+        assert!(TrustAnchors::load_at(&config(None, &[]), now())
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn a_file_holds_any_number_of_certificates_and_lists_add_up() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (a, b, c) = (TestCa::new(), TestCa::new(), TestCa::new());
+        let bundle = tmp.path().join("bundle.pem");
+        // Text around the blocks and a key block are skipped; a duplicate is loaded once.
+        std::fs::write(
+            &bundle,
+            format!(
+                "# IBM roots\n{}{}-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n{}",
+                a.root_pem(),
+                b.root_pem(),
+                a.root_pem()
+            ),
+        )
+        .unwrap();
+        let single = tmp.path().join("c.crt");
+        std::fs::write(&single, c.root_pem()).unwrap();
+        let anchors = load(&config(Some(&bundle), &[&single])).unwrap();
+        assert_eq!(anchors.anchors().len(), 3);
+        assert_eq!(anchors.anchors()[2].source, single);
+    }
+
+    #[test]
+    fn a_directory_contributes_its_pem_and_crt_files_only() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("roots");
+        std::fs::create_dir(&dir).unwrap();
+        let roots: Vec<TestCa> = (0..4).map(|_| TestCa::new()).collect();
+        std::fs::write(
+            dir.join("type_ibmshare_root_us-south.crt"),
+            roots[0].root_pem(),
+        )
+        .unwrap();
+        std::fs::write(dir.join("b.pem"), roots[1].root_pem()).unwrap();
+        std::fs::write(dir.join("UPPER.CRT"), roots[2].root_pem()).unwrap();
+        std::fs::write(dir.join("README.md"), "not a certificate").unwrap();
+        std::fs::write(dir.join("c.pem.disabled"), roots[3].root_pem()).unwrap();
+        // Not read: subdirectories (even one named like a certificate file) ...
+        std::fs::create_dir(dir.join("old")).unwrap();
+        std::fs::write(dir.join("old/d.pem"), roots[3].root_pem()).unwrap();
+        std::fs::create_dir(dir.join("dir.pem")).unwrap();
+        // ... and symbolic links, which are reported.
+        let outside = tmp.path().join("outside.pem");
+        std::fs::write(&outside, roots[3].root_pem()).unwrap();
+        std::os::unix::fs::symlink(&outside, dir.join("planted.pem")).unwrap();
+
+        let anchors = load(&config(Some(&dir), &[])).unwrap();
+        let mut sources: Vec<String> = anchors
+            .anchors()
+            .iter()
+            .map(|a| a.source.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        sources.sort();
+        assert_eq!(
+            sources,
+            ["UPPER.CRT", "b.pem", "type_ibmshare_root_us-south.crt"]
+        );
+        assert_eq!(anchors.skipped_links(), [dir.join("planted.pem")]);
+
+        // The configured path itself may be a link.
+        let link = tmp.path().join("link.pem");
+        std::os::unix::fs::symlink(&outside, &link).unwrap();
+        assert_eq!(load(&config(Some(&link), &[])).unwrap().anchors().len(), 1);
+    }
+
+    #[test]
+    fn bad_files_are_errors_naming_key_and_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let missing = tmp.path().join("missing.pem");
+        let e = load(&config(Some(&missing), &[])).unwrap_err();
+        assert!(matches!(e.problem, AnchorProblem::Read { .. }), "{e:?}");
+        assert_eq!(e.key, "certificate.trust_anchor");
+        assert!(e.to_string().contains("missing.pem"), "{e}");
+
+        let garbage = tmp.path().join("garbage.pem");
+        std::fs::write(&garbage, "hello").unwrap();
+        let e = load(&config(None, &[&missing, &garbage])).unwrap_err();
+        assert_eq!(e.key, "certificate.trust_anchors[0]", "{e}");
+        let e = load(&config(None, &[&garbage])).unwrap_err();
+        assert!(
+            matches!(e.problem, AnchorProblem::NoCertificate { .. }),
+            "{e:?}"
+        );
+        assert!(
+            e.to_string().starts_with("certificate.trust_anchors[0]: "),
+            "{e}"
+        );
+        assert!(e.to_string().contains("garbage.pem"), "{e}");
+
+        let broken = tmp.path().join("broken.pem");
+        std::fs::write(
+            &broken,
+            format!(
+                "{}-----BEGIN CERTIFICATE-----\naGVsbG8=\n-----END CERTIFICATE-----\n",
+                TestCa::new().root_pem()
+            ),
+        )
+        .unwrap();
+        let e = load(&config(Some(&broken), &[])).unwrap_err();
+        assert!(
+            matches!(e.problem, AnchorProblem::BadCertificate { number: 2, .. }),
+            "{e:?}"
+        );
+
+        let fifo = tmp.path().join("fifo.pem");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let e = load(&config(Some(&fifo), &[])).unwrap_err();
+        assert!(
+            matches!(e.problem, AnchorProblem::NotRegular { what: "a FIFO", .. }),
+            "{e:?}"
+        );
+        // Inside a directory too: opened non-blocking, so this does not hang.
+        let dir = tmp.path().join("d");
+        std::fs::create_dir(&dir).unwrap();
+        nix::unistd::mkfifo(&dir.join("x.crt"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let e = load(&config(Some(&dir), &[])).unwrap_err();
+        assert!(e.to_string().contains("x.crt"), "{e}");
+
+        let empty = tmp.path().join("empty");
+        std::fs::create_dir(&empty).unwrap();
+        let e = load(&config(Some(&empty), &[])).unwrap_err();
+        assert!(
+            matches!(e.problem, AnchorProblem::EmptyDirectory { .. }),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn sizes_and_counts_are_capped() {
+        let tmp = tempfile::tempdir().unwrap();
+        let big = tmp.path().join("big.pem");
+        let mut text = TestCa::new().root_pem();
+        text.push_str(&"#".repeat(MAX_FILE_BYTES as usize));
+        std::fs::write(&big, text).unwrap();
+        let e = load(&config(Some(&big), &[])).unwrap_err();
+        assert!(matches!(e.problem, AnchorProblem::TooLarge { .. }), "{e:?}");
+        assert!(e.to_string().contains("big.pem"), "{e}");
+
+        let dir = tmp.path().join("many");
+        std::fs::create_dir(&dir).unwrap();
+        for i in 0..=MAX_FILES_PER_DIR {
+            std::fs::write(dir.join(format!("{i}.pem")), "").unwrap();
+        }
+        let e = load(&config(Some(&dir), &[])).unwrap_err();
+        assert!(
+            matches!(e.problem, AnchorProblem::TooManyFiles { .. }),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn expired_anchors_are_ignored_and_none_left_is_an_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("roots.pem");
+        std::fs::write(&file, TestCa::new().root_pem()).unwrap();
+        let c = config(Some(&file), &[]);
+        // TestCa roots are valid for a day.
+        let later = now() + time::Duration::days(2);
+        let e = TrustAnchors::load_at(&c, later).unwrap_err();
+        assert!(
+            matches!(e.problem, AnchorProblem::NoneUsable { .. }),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("expired at"), "{e}");
+
+        let fresh = tmp.path().join("fresh.pem");
+        std::fs::write(&fresh, self_signed_for_days(30)).unwrap();
+        let both = config(Some(&file), &[&fresh]);
+        let anchors = TrustAnchors::load_at(&both, later).unwrap().unwrap();
+        assert_eq!(anchors.anchors().len(), 1);
+        let ignored: Vec<&AnchorRef> = anchors.ignored().collect();
+        assert_eq!(ignored.len(), 1);
+        assert_eq!(ignored[0].source, file);
+        assert!(
+            ignored[0].to_string().contains("expired at"),
+            "{}",
+            ignored[0]
+        );
+    }
+
+    /// A self-signed EC root valid from now for `days`, PEM.
+    fn self_signed_for_days(days: u32) -> Vec<u8> {
+        use openssl::{asn1::Asn1Time, ec, hash::MessageDigest, nid::Nid, pkey::PKey, x509};
+        let group = ec::EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
+        let key = PKey::from_ec_key(ec::EcKey::generate(&group).unwrap()).unwrap();
+        let mut name = x509::X509Name::builder().unwrap();
+        name.append_entry_by_text("CN", "fresh").unwrap();
+        let name = name.build();
+        let mut b = x509::X509::builder().unwrap();
+        b.set_version(2).unwrap();
+        b.set_subject_name(&name).unwrap();
+        b.set_issuer_name(&name).unwrap();
+        b.set_pubkey(&key).unwrap();
+        b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+            .unwrap();
+        b.set_not_after(&Asn1Time::days_from_now(days).unwrap())
+            .unwrap();
+        b.sign(&key, MessageDigest::sha256()).unwrap();
+        b.build().to_pem().unwrap()
+    }
+
+    #[test]
+    fn watched_paths_cover_files_and_directories() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("roots");
+        std::fs::create_dir(&dir).unwrap();
+        let file = tmp.path().join("etc/root.pem");
+        let c = config(Some(&file), &[&dir]);
+        assert_eq!(watch_dirs(&c), [tmp.path().join("etc"), dir.clone()]);
+        assert!(is_anchor_path(&c, &file));
+        assert!(is_anchor_path(
+            &c,
+            &dir.join("type_ibmshare_root_eu-de.crt")
+        ));
+        assert!(!is_anchor_path(&c, &dir.join("notes.txt")));
+        assert!(!is_anchor_path(&c, &tmp.path().join("etc/other.pem")));
+    }
 }

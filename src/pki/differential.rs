@@ -110,6 +110,8 @@ struct Spec {
     to: i64,
     /// Version 1, no extensions at all.
     v1: bool,
+    /// Subject and authority key identifiers.
+    ids: bool,
 }
 
 fn ca(cn: &'static str, key: K) -> Spec {
@@ -122,6 +124,7 @@ fn ca(cn: &'static str, key: K) -> Spec {
         from: -1,
         to: 365,
         v1: false,
+        ids: true,
     }
 }
 
@@ -135,6 +138,7 @@ fn leaf() -> Spec {
         from: -1,
         to: 1,
         v1: false,
+        ids: true,
     }
 }
 
@@ -230,6 +234,8 @@ fn build(
             b.append_extension(ExtendedKeyUsage::new().client_auth().build().unwrap())
                 .unwrap();
         }
+    }
+    if !spec.v1 && spec.ids {
         let ski = SubjectKeyIdentifier::new()
             .build(&b.x509v3_context(None, None))
             .unwrap();
@@ -898,4 +904,145 @@ fn validation_agrees_with_openssl_verify_x509_strict_auth_level_2() {
         "disagreements:\n{}",
         failures.join("\n")
     );
+}
+
+fn fingerprint(cert: &X509) -> String {
+    super::validate::hex_lower(&cert.digest(MessageDigest::sha256()).unwrap())
+}
+
+/// IBM's layout: one `type_ibmshare_root_<region>.crt` per regional root.
+fn ibm_directory(roots: &[(&str, &X509)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (region, root) in roots {
+        let path = dir.path().join(format!("type_ibmshare_root_{region}.crt"));
+        std::fs::write(path, pem(root)).unwrap();
+    }
+    dir
+}
+
+/// Root `key` named `CN=eit-root-ca`, and `[leaf, intermediate]` under it; with or without
+/// key identifiers (without them, only the signature can tell roots of one name apart).
+fn ibm_chain(key: K, ids: bool) -> (X509, Vec<String>) {
+    let root = build(
+        &Spec {
+            ids,
+            ..ca("eit-root-ca", key)
+        },
+        None,
+        None,
+        None,
+    );
+    let inter_spec = Spec {
+        ids,
+        bc: Bc::Ca(Some(0)),
+        ..ca("rfos-intermediate-ca1", K::Inter)
+    };
+    let inter = build(&inter_spec, Some((&root, key.key())), None, None);
+    let leaf = build(
+        &Spec { ids, ..leaf() },
+        Some((&inter, K::Inter.key())),
+        None,
+        None,
+    );
+    (root, vec![pem(&leaf), pem(&inter)])
+}
+
+fn anchors_from(dir: &Path) -> TrustAnchors {
+    let config = crate::config::CertificateConfig {
+        trust_anchor: Some(dir.to_path_buf()),
+        ..Default::default()
+    };
+    TrustAnchors::load_at(&config, OffsetDateTime::now_utc())
+        .unwrap()
+        .unwrap()
+}
+
+#[test]
+fn of_two_roots_with_one_name_the_one_that_signed_is_the_anchor() {
+    let our_key = K::Leaf.key().public_key_to_der().unwrap();
+    for ids in [true, false] {
+        let other = build(
+            &Spec {
+                ids,
+                ..ca("eit-root-ca", K::RootA)
+            },
+            None,
+            None,
+            None,
+        );
+        let (signer, certificates) = ibm_chain(K::RootB, ids);
+        // The other root sorts (and so loads) first.
+        let dir = ibm_directory(&[("au-syd", &other), ("us-south", &signer)]);
+        let anchors = anchors_from(dir.path());
+        assert_eq!(anchors.anchors().len(), 2);
+        let verified = validate(
+            &certificates,
+            &our_key,
+            Some(&anchors),
+            OffsetDateTime::now_utc(),
+            DEFAULT_SKEW,
+        )
+        .unwrap_or_else(|e| panic!("key identifiers {ids}: {e}"));
+        let anchor = verified.anchor.unwrap();
+        assert_eq!(anchor.fingerprint_sha256, fingerprint(&signer), "ids {ids}");
+        assert!(
+            anchor
+                .source
+                .unwrap()
+                .ends_with("type_ibmshare_root_us-south.crt"),
+            "ids {ids}"
+        );
+    }
+}
+
+#[test]
+fn when_neither_root_with_the_name_signed_both_are_named_by_fingerprint() {
+    let our_key = K::Leaf.key().public_key_to_der().unwrap();
+    for ids in [true, false] {
+        let a = build(
+            &Spec {
+                ids,
+                ..ca("eit-root-ca", K::RootA)
+            },
+            None,
+            None,
+            None,
+        );
+        let b = build(
+            &Spec {
+                ids,
+                ..ca("eit-root-ca", K::RootB)
+            },
+            None,
+            None,
+            None,
+        );
+        let (_, certificates) = ibm_chain(K::Inter2, ids);
+        let dir = ibm_directory(&[("eu-de", &a), ("jp-tok", &b)]);
+        let anchors = anchors_from(dir.path());
+        let e = validate(
+            &certificates,
+            &our_key,
+            Some(&anchors),
+            OffsetDateTime::now_utc(),
+            DEFAULT_SKEW,
+        )
+        .unwrap_err();
+        let Rejection::UntrustedAnchor { candidates, .. } = &e else {
+            panic!("ids {ids}: {e:?}");
+        };
+        assert_eq!(candidates.len(), 2, "ids {ids}: {e}");
+        let text = e.to_string();
+        for (cert, file) in [(&a, "eu-de"), (&b, "jp-tok")] {
+            assert!(text.contains(&fingerprint(cert)), "ids {ids}: {text}");
+            assert!(
+                text.contains(&format!("type_ibmshare_root_{file}.crt")),
+                "ids {ids}: {text}"
+            );
+        }
+        assert!(
+            text.contains("none of the 2 configured trust anchors with that name signed it"),
+            "{text}"
+        );
+    }
 }

@@ -1105,6 +1105,216 @@ mod tests {
         }
     }
 
+    /// A tiny self-signed EC CA named `cn`, signed by `signer` (itself when `None`), PEM.
+    fn tiny_ca(
+        cn: &str,
+        key: &openssl::pkey::PKey<openssl::pkey::Private>,
+        signer: Option<&openssl::pkey::PKey<openssl::pkey::Private>>,
+    ) -> String {
+        use openssl::{asn1::Asn1Time, hash::MessageDigest, x509};
+        let mut name = x509::X509Name::builder().unwrap();
+        name.append_entry_by_text("CN", cn).unwrap();
+        let name = name.build();
+        let mut b = x509::X509::builder().unwrap();
+        b.set_version(2).unwrap();
+        b.set_subject_name(&name).unwrap();
+        b.set_issuer_name(&name).unwrap();
+        b.set_pubkey(key).unwrap();
+        b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+            .unwrap();
+        b.set_not_after(&Asn1Time::days_from_now(1).unwrap())
+            .unwrap();
+        let bc = openssl::x509::extension::BasicConstraints::new()
+            .critical()
+            .ca()
+            .build()
+            .unwrap();
+        b.append_extension(bc).unwrap();
+        let signer = signer.unwrap_or(key);
+        let digest = match signer.id() {
+            openssl::pkey::Id::ED25519 => MessageDigest::null(),
+            _ => MessageDigest::sha256(),
+        };
+        b.sign(signer, digest).unwrap();
+        String::from_utf8(b.build().to_pem().unwrap()).unwrap()
+    }
+
+    fn ec_key() -> openssl::pkey::PKey<openssl::pkey::Private> {
+        let group =
+            openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1).unwrap();
+        openssl::pkey::PKey::from_ec_key(openssl::ec::EcKey::generate(&group).unwrap()).unwrap()
+    }
+
+    /// The promise of issue 17: a hostile response the size of the client's 1 MiB cap, made of
+    /// as many distinct tiny self-signed CAs as fit (the old chain search was cubic in them:
+    /// 5-6 s of CPU), is refused in well under 100 ms, before any signature is checked.
+    #[test]
+    fn a_hostile_1_mib_response_is_refused_in_milliseconds() {
+        // Ed25519: the smallest certificates, so the most of them.
+        let key = openssl::pkey::PKey::generate_ed25519().unwrap();
+        let mut certificates = Vec::new();
+        let mut size = 200;
+        loop {
+            let pem = tiny_ca(&format!("c{}", certificates.len()), &key, None);
+            // JSON: quotes, a comma and "\n" escapes for each line break.
+            let encoded = pem.len() + 3 + pem.matches('\n').count();
+            if size + encoded > 1 << 20 {
+                break;
+            }
+            size += encoded;
+            certificates.push(pem);
+        }
+        let body = serde_json::json!({
+            "certificates": certificates,
+            "created_at": "2026-01-01T00:00:00Z",
+            "expires_at": "2026-01-01T01:00:00Z",
+            "expires_in": 3600,
+            "id": "x",
+        })
+        .to_string();
+        assert!(
+            body.len() <= 1 << 20 && body.len() > 1_000_000,
+            "{}",
+            body.len()
+        );
+
+        let started = std::time::Instant::now();
+        let parsed: crate::metadata::api::CertificateResponse =
+            serde_json::from_str(&body).unwrap();
+        let parse = started.elapsed();
+        let started = std::time::Instant::now();
+        let e = validate(&parsed.certificates, b"our key", None, now(), DEFAULT_SKEW).unwrap_err();
+        let refuse = started.elapsed();
+        eprintln!(
+            "hostile response: {} bytes, {} certificates; JSON parse {parse:?}, refused in {refuse:?}",
+            body.len(),
+            parsed.certificates.len()
+        );
+        assert_eq!(
+            e,
+            Rejection::TooManyCertificates {
+                count: parsed.certificates.len()
+            }
+        );
+        assert!(e.to_string().contains("at most 16"), "{e}");
+        assert!(
+            refuse < Duration::from_millis(100),
+            "refusing took {refuse:?}"
+        );
+    }
+
+    /// Inside the cap, the worst case: 15 CAs with one name and no key identifiers, sent so
+    /// that each link's issuer is the last candidate tried (120 signature checks at most).
+    #[test]
+    fn the_worst_chain_inside_the_cap_is_bounded() {
+        let keys: Vec<_> = (0..15).map(|_| ec_key()).collect();
+        // cas[i] is signed by cas[i + 1]; the last one by itself.
+        let cas: Vec<String> = (0..15)
+            .map(|i| tiny_ca("same", &keys[i], keys.get(i + 1)))
+            .collect();
+        let our = crate::pki::PrivateKey::generate(2048).unwrap();
+        let leaf = {
+            use openssl::{asn1::Asn1Time, hash::MessageDigest, x509};
+            let mut name = x509::X509Name::builder().unwrap();
+            name.append_entry_by_text("CN", "same").unwrap();
+            let name = name.build();
+            let mut leaf_name = x509::X509Name::builder().unwrap();
+            leaf_name.append_entry_by_text("CN", "leaf").unwrap();
+            let mut b = x509::X509::builder().unwrap();
+            b.set_version(2).unwrap();
+            b.set_subject_name(&leaf_name.build()).unwrap();
+            b.set_issuer_name(&name).unwrap();
+            let public =
+                openssl::pkey::PKey::public_key_from_der(&our.public_key_der().unwrap()).unwrap();
+            b.set_pubkey(&public).unwrap();
+            b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+                .unwrap();
+            b.set_not_after(&Asn1Time::days_from_now(1).unwrap())
+                .unwrap();
+            b.sign(&keys[0], MessageDigest::sha256()).unwrap();
+            String::from_utf8(b.build().to_pem().unwrap()).unwrap()
+        };
+        // Leaf first, then the CAs top-down: every search meets the wrong ones first.
+        let mut certificates = vec![leaf];
+        certificates.extend(cas.iter().rev().cloned());
+        assert_eq!(certificates.len(), MAX_CERTIFICATES);
+        let started = std::time::Instant::now();
+        let v = validate(
+            &certificates,
+            &our.public_key_der().unwrap(),
+            None,
+            now(),
+            DEFAULT_SKEW,
+        )
+        .unwrap();
+        let took = started.elapsed();
+        eprintln!("worst chain of {MAX_CERTIFICATES} inside the cap: validated in {took:?}");
+        assert_eq!(v.chain_der.len(), MAX_CERTIFICATES);
+        assert!(v.reordered);
+        assert!(took < Duration::from_secs(2), "took {took:?}");
+    }
+
+    #[test]
+    fn a_response_root_that_is_not_an_anchor_is_refused() {
+        let ca = TestCa::new();
+        let issued = ca.issue(3600, 0);
+        let mut certs = issued.certs.clone();
+        certs.push(ca.root_pem());
+        // Without anchors a root in the response is accepted (the signatures hold) ...
+        let v = validate(&certs, &issued.key_der, None, now(), DEFAULT_SKEW).unwrap();
+        assert_eq!(v.chain_der.len(), 3);
+        assert_eq!(v.anchor, None);
+        // ... with its own root pinned it is the anchor ...
+        let own = anchors(&ca.root_pem());
+        let v = validate(&certs, &issued.key_der, Some(&own), now(), DEFAULT_SKEW).unwrap();
+        assert_eq!(
+            v.anchor.unwrap().fingerprint_sha256,
+            own.anchors()[0].fingerprint_sha256
+        );
+        assert_eq!(v.intermediate.subject, name_of(&ca.intermediate_pem()));
+        // ... and with another root pinned it is refused, naming the anchors.
+        let foreign = anchors(&TestCa::new().root_pem());
+        let e = validate(&certs, &issued.key_der, Some(&foreign), now(), DEFAULT_SKEW).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Rejection::UntrustedAnchor {
+                    who: Who::Cert(2),
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert!(
+            e.to_string()
+                .contains("none of the 1 configured trust anchors"),
+            "{e}"
+        );
+    }
+
+    fn name_of(pem: &str) -> String {
+        let (_, p) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).unwrap();
+        let (_, c) = X509Certificate::from_der(&p.contents).unwrap();
+        name(c.subject())
+    }
+
+    #[test]
+    fn a_certificate_outside_the_chain_is_refused() {
+        let ca = TestCa::new();
+        let issued = ca.issue(3600, 0);
+        let mut certs = issued.certs.clone();
+        certs.push(ca.root_pem());
+        certs.push(TestCa::new().root_pem());
+        let e = validate(&certs, &issued.key_der, None, now(), DEFAULT_SKEW).unwrap_err();
+        assert_eq!(
+            e,
+            Rejection::StrayCertificate {
+                index: 3,
+                subject: name_of(&certs[3])
+            }
+        );
+    }
+
     #[test]
     fn names_are_printed_on_one_line() {
         let mut b = openssl::x509::X509Name::builder().unwrap();

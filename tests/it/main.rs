@@ -15,3 +15,4 @@ mod hostile_fs;
 mod integrations;
 mod renew;
 mod secrets;
+mod trust;
