@@ -1,5 +1,6 @@
 //! The scripting and first-run commands against the real emulator.
 
+
 use std::process::Command;
 
 use crate::common::*;

@@ -1,6 +1,7 @@
 //! Shared helpers for integration tests: start the real emulator binary, write configs, run
 //! the real `eit-certd` binary, and look at what landed on disk.
 
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;

@@ -1,5 +1,6 @@
 //! Bad configuration is a usage error (exit 2) that names the key and the line.
 
+
 use std::process::Command;
 
 fn check(toml: &str, expect: &[&str]) {

@@ -34,6 +34,7 @@
 //! before the generation is complete, or if leftovers are not cleaned; the order of fsyncs and
 //! renames is checked by the strace test at the end of this file.
 
+
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -1,5 +1,6 @@
 //! `eit-certd run` against the real emulator: rotations, hooks, signals, repair, one instance.
 
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 

@@ -1,6 +1,7 @@
 //! The README's first command: `eit-certd demo` must work on a fresh machine, with no config,
 //! and write nothing outside its own temporary directory.
 
+
 use std::process::Command;
 
 #[test]

@@ -5,6 +5,7 @@
 //! byte-identical apart from `state.json`, which records the failure (and `.lock`, which
 //! holds the pid of the last writer).
 
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

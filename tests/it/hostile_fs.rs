@@ -6,6 +6,7 @@
 //! `mount` is refused, the full case falls back to `RLIMIT_FSIZE` in the child (forced with
 //! `HOSTILE_FS_NO_MOUNT=1`), and the read-only case says why it is skipped.
 
+
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;

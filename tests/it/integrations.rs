@@ -5,6 +5,7 @@
 //! Skipped, with the reason printed, where stunnel4 / gnutls-bin are not installed (`.ci/run`
 //! installs them).
 
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

@@ -1,5 +1,6 @@
 //! One-shot renewal against the real emulator, through the real binary.
 
+
 use crate::common::*;
 
 fn verify_with_openssl(setup: &Setup, emulator: &Emulator) {

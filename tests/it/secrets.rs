@@ -16,6 +16,7 @@
 //!
 //! The emulator's own output is not checked: it is the service, which holds the tokens.
 
+
 use std::time::Duration;
 
 use crate::common::*;
