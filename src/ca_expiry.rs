@@ -119,9 +119,15 @@ impl CaExpiry {
     }
 }
 
-/// `chain.pem` of the installed set, capped; `None` when it cannot be read.
+/// `chain.pem` of the installed set, capped; `None` when it cannot be read. Not through a
+/// symbolic link, and non-blocking: a FIFO planted there must not hang the daemon.
 fn read_chain(path: &Path) -> Option<Vec<u8>> {
-    let file = std::fs::File::open(path).ok()?;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC)
+        .open(path)
+        .ok()?;
     if !file.metadata().ok()?.is_file() {
         return None;
     }
