@@ -147,6 +147,7 @@ impl Anchor {
         if !rest.is_empty() {
             return Err("trailing bytes after the certificate".into());
         }
+        // `cert` borrows `der`: take what is needed from it, then move `der` in.
         let anchor = Anchor {
             name: CanonicalName::of(cert.subject()),
             ski: link::subject_key_id(&cert).map(<[u8]>::to_vec),
@@ -250,7 +251,7 @@ impl TrustAnchors {
     /// filtered out: validation judges each anchor it uses.
     pub fn from_pem(pem: &[u8], source: &Path) -> Result<TrustAnchors, AnchorError> {
         let mut all = TrustAnchors::default();
-        add_file("anchors", source, pem, &mut all)?;
+        add_file("certificate.trust_anchor", source, pem, &mut all)?;
         Ok(all)
     }
 

@@ -395,18 +395,20 @@ pub fn validate(
     }
 
     let top = *order.last().expect("len >= 2");
-    let anchor = match anchors {
-        None => None,
-        Some(anchors) => Some(check_anchor(
-            anchors,
-            top,
-            &certs,
-            cas_below(&certs, &order, order.len()),
-            now,
-            skew,
-        )?),
+    let (anchor, anchor_is_top) = match anchors {
+        None => (None, false),
+        Some(anchors) => {
+            let (anchor, is_top) = check_anchor(
+                anchors,
+                top,
+                &certs,
+                cas_below(&certs, &order, order.len()),
+                now,
+                skew,
+            )?;
+            (Some(anchor), is_top)
+        }
     };
-    let anchor_is_top = anchors.is_some_and(|a| a.find_der(certs[top].as_raw()).is_some());
     let intermediate = order[1..]
         .iter()
         .filter(|&&i| !(anchor_is_top && i == top))
@@ -636,8 +638,10 @@ fn check_ca(who: &Who, cert: &X509Certificate<'_>, below: usize) -> Result<(), R
     Ok(())
 }
 
-/// Rule 7: finds the anchor for `certs[top]` and holds it to the rules. `below` counts the CAs
-/// of the chain under the anchor when it is not `certs[top]` itself.
+/// Rule 7: finds the anchor for `certs[top]` and holds it to the rules; also says whether that
+/// anchor is `certs[top]` itself. An anchor that signed `certs[top]` is preferred to
+/// `certs[top]` being pinned itself (IBM's files hold intermediates too): the chain then ends
+/// at the root, whose validity and expiry count. `below` counts the CAs under such a root.
 fn check_anchor(
     anchors: &TrustAnchors,
     top: usize,
@@ -645,13 +649,13 @@ fn check_anchor(
     below: usize,
     now: OffsetDateTime,
     skew: Duration,
-) -> Result<CaInfo, Rejection> {
+) -> Result<(CaInfo, bool), Rejection> {
     let last = &certs[top];
-    if let Some(anchor) = anchors.find_der(last.as_raw()) {
-        // Already held to every rule as part of the chain.
-        return Ok(CaInfo::of_anchor(anchor));
-    }
-    let candidates = anchors.candidates(last);
+    let candidates: Vec<&Anchor> = anchors
+        .candidates(last)
+        .into_iter()
+        .filter(|a| a.der() != last.as_raw())
+        .collect();
     let mut weak = None;
     for anchor in &candidates {
         let Some(cert) = anchor.parsed() else {
@@ -665,8 +669,12 @@ fn check_anchor(
         if link::signed_by(last, &cert) {
             check_window(&who, &cert, now, skew)?;
             check_ca(&who, &cert, below)?;
-            return Ok(CaInfo::of_anchor(anchor));
+            return Ok((CaInfo::of_anchor(anchor), false));
         }
+    }
+    if let Some(anchor) = anchors.find_der(last.as_raw()) {
+        // Already held to every rule as part of the chain.
+        return Ok((CaInfo::of_anchor(anchor), true));
     }
     // The one anchor that fits by name and key identifier has a key we refuse: say so, rather
     // than that it did not sign (its signature could not even be checked).
@@ -1290,6 +1298,35 @@ mod tests {
                 .contains("none of the 1 configured trust anchors"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_pinned_intermediate_defers_to_a_pinned_root_above_it() {
+        let ca = TestCa::new();
+        let issued = ca.issue(3600, 0);
+        // IBM's files hold intermediates too: pinned alone, the intermediate is the anchor ...
+        let only_inter = anchors(&ca.intermediate_pem());
+        let v = validate(
+            &issued.certs,
+            &issued.key_der,
+            Some(&only_inter),
+            now(),
+            DEFAULT_SKEW,
+        )
+        .unwrap();
+        assert_eq!(v.anchor.unwrap().subject, name_of(&ca.intermediate_pem()));
+        // ... but with its root pinned as well, the chain ends at the root.
+        let both = anchors(&format!("{}{}", ca.intermediate_pem(), ca.root_pem()));
+        let v = validate(
+            &issued.certs,
+            &issued.key_der,
+            Some(&both),
+            now(),
+            DEFAULT_SKEW,
+        )
+        .unwrap();
+        assert_eq!(v.anchor.unwrap().subject, name_of(&ca.root_pem()));
+        assert_eq!(v.intermediate.subject, name_of(&ca.intermediate_pem()));
     }
 
     fn name_of(pem: &str) -> String {
