@@ -85,8 +85,10 @@ pub struct Report {
 /// within [`crate::ca_expiry::WARN_BEFORE`].
 #[derive(Debug, Clone, Serialize)]
 pub struct CaStatus {
+    /// The intermediate and the anchor, as far as known.
     #[serde(flatten)]
     pub expiry: CaExpiry,
+    /// One sentence per CA that expires within 270 days.
     pub warnings: Vec<String>,
     /// Why the configured trust anchors could not be read, if they could not.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -37,6 +37,7 @@ pub const MAX_ANCHORS: usize = 1024;
 pub struct AnchorError {
     /// The configuration key (`certificate.trust_anchor`, `certificate.trust_anchors[1]`).
     pub key: String,
+    /// What is wrong, naming the file.
     pub problem: AnchorProblem,
 }
 
@@ -135,7 +136,9 @@ pub struct Anchor {
     pub subject: String,
     /// Lower-case hex SHA-256 of its DER.
     pub fingerprint_sha256: String,
+    /// Its validity window.
     pub not_before: OffsetDateTime,
+    /// Its validity window; an anchor past it is ignored at load.
     pub not_after: OffsetDateTime,
     /// The file it was read from.
     pub source: PathBuf,

@@ -108,6 +108,7 @@ pub struct CaInfo {
     pub subject: String,
     /// Lower-case hex SHA-256 of its DER.
     pub fingerprint_sha256: String,
+    /// When it expires; no leaf it signs can be used after that.
     #[serde(with = "time::serde::rfc3339")]
     pub not_after: OffsetDateTime,
     /// For a trust anchor, the file it was read from.
