@@ -53,7 +53,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use eit_certd::config::{CertificateConfig, Config};
 use eit_certd::metadata::client::Client;
-use eit_certd::pki::{csr, validate, PrivateKey};
+use eit_certd::pki::{csr, validate, PrivateKey, TrustAnchors};
 use eit_certd::renew::Renewer;
 use eit_certd::store::Store;
 use nix::sys::signal::{kill, Signal};
@@ -358,6 +358,7 @@ struct StagedRenewer {
     config: Config,
     client: Client,
     store: Store,
+    anchors: Option<TrustAnchors>,
 }
 
 impl StagedRenewer {
@@ -366,10 +367,12 @@ impl StagedRenewer {
         let config = Config::for_endpoint(url, out);
         let client = Client::new(&config.metadata, url)?;
         let store = Store::new(out, config.output.keep.0, None)?;
+        let anchors = TrustAnchors::load(&config.certificate)?;
         Ok(StagedRenewer {
             config,
             client,
             store,
+            anchors,
         })
     }
 
@@ -396,7 +399,7 @@ impl StagedRenewer {
         let verified = validate::validate(
             &issued.response.certificates,
             &key.public_key_der()?,
-            None,
+            self.anchors.as_ref(),
             OffsetDateTime::now_utc(),
             validate::DEFAULT_SKEW,
         )?;

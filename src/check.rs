@@ -10,8 +10,8 @@ use time::OffsetDateTime;
 
 use crate::config::{Config, Endpoint};
 use crate::metadata::client::Client;
-use crate::pki::validate::{self, Anchor};
-use crate::pki::{csr, PrivateKey};
+use crate::pki::validate;
+use crate::pki::{csr, PrivateKey, TrustAnchors};
 use crate::store::{self, Store};
 
 /// One problem: the key it is about, what is wrong, and how to fix it.
@@ -79,17 +79,12 @@ pub fn offline(config: &Config) -> Vec<Problem> {
             ));
         }
     }
-    if let Some(path) = &config.certificate.trust_anchor {
-        let parsed = std::fs::read(path)
-            .map_err(|e| e.to_string())
-            .and_then(|pem| Anchor::from_pem(&pem).map_err(|e| e.to_string()));
-        if let Err(e) = parsed {
-            problems.push(problem(
-                "certificate.trust_anchor",
-                format!("{}: {e}", path.display()),
-                "point it at the PEM root certificate the chain must end at",
-            ));
-        }
+    if let Err(e) = TrustAnchors::load_at(&config.certificate, OffsetDateTime::now_utc()) {
+        problems.push(problem(
+            e.key,
+            e.problem.to_string(),
+            "point it at the PEM CA certificates (a file or a directory) the chain must end at",
+        ));
     }
     for hook in &config.hooks {
         let program = Path::new(&hook.command.0[0]);
@@ -237,14 +232,11 @@ pub async fn online(config: &Config) -> anyhow::Result<String> {
     let issued = client
         .request_certificate(&csr, config.certificate.lifetime.0)
         .await?;
-    let anchor = match &config.certificate.trust_anchor {
-        Some(p) => Some(Anchor::from_pem(&std::fs::read(p)?)?),
-        None => None,
-    };
+    let anchors = TrustAnchors::load(&config.certificate)?;
     let verified = validate::validate(
         &issued.response.certificates,
         &key.public_key_der()?,
-        anchor.as_ref(),
+        anchors.as_ref(),
         OffsetDateTime::now_utc(),
         validate::DEFAULT_SKEW,
     )?;

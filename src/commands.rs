@@ -256,7 +256,11 @@ async fn renew_with_state(renewer: &Renewer) -> Result<AttemptOutcome, Failure> 
     }
     if let Some(path) = &config.output.metrics_file {
         let leaf = result.as_ref().ok().map(|o| &o.renewed.verified.leaf);
-        if let Err(e) = crate::metrics::write(path, &state, leaf) {
+        let ca = result
+            .as_ref()
+            .map(|o| crate::ca_expiry::CaExpiry::from_verified(&o.renewed.verified))
+            .unwrap_or_default();
+        if let Err(e) = crate::metrics::write(path, &state, leaf, &ca) {
             tracing::warn!("cannot write the metrics file: {e}");
         }
     }
@@ -284,6 +288,7 @@ fn show_status(config_path: &Path, args: &StatusArgs) -> Outcome {
     let now = OffsetDateTime::now_utc();
     let mut report = status::gather(&store, &Policy::from(&config.certificate), now);
     report.swanctl = crate::swanctl::Layout::from_config(&config).map(|l| l.status());
+    report.set_ca(&store, &config.certificate, now);
     if args.json {
         let json = serde_json::to_string_pretty(&report).map_err(failed)?;
         out!("{json}");

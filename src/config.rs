@@ -119,7 +119,11 @@ pub struct CertificateConfig {
     /// certificate that is already nearly expired when it arrives (or lives a few seconds)
     /// would otherwise be renewed in a loop against the service.
     pub min_interval: MinInterval,
+    /// A PEM file (any number of certificates) or a directory of `*.pem`/`*.crt` files whose
+    /// CA certificates the chain must end at (see `pki::anchors`).
     pub trust_anchor: Option<PathBuf>,
+    /// More files or directories like `trust_anchor`; the chain may end at any of them.
+    pub trust_anchors: Vec<PathBuf>,
     /// Keep the key across renewals instead of generating a new one for each certificate.
     pub reuse_key: bool,
 }
@@ -135,6 +139,7 @@ impl Default for CertificateConfig {
             jitter: Jitter(Duration::from_secs(30)),
             min_interval: MinInterval(Duration::from_secs(60)),
             trust_anchor: None,
+            trust_anchors: Vec::new(),
             reuse_key: false,
         }
     }

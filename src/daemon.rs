@@ -177,6 +177,10 @@ impl Daemon {
         };
         daemon.reschedule_from_disk();
         daemon.owe_hooks_of_unrecorded_install();
+        let ca = crate::ca_expiry::installed(daemon.renewer.store(), daemon.renewer.anchors());
+        for warning in ca.warnings(OffsetDateTime::now_utc()) {
+            tracing::warn!("{warning}");
+        }
         // With time to spare, the first renewal's key is made now, at low priority; when a
         // renewal is due at once it generates its own key at normal priority instead.
         if daemon.next_attempt > OffsetDateTime::now_utc() + Duration::from_secs(60) {
@@ -564,6 +568,14 @@ impl Daemon {
         };
         if config == self.config {
             tracing::debug!("configuration unchanged");
+            match self.renewer.reload_anchors() {
+                Ok(true) => {
+                    tracing::info!("trust anchors reloaded");
+                    self.reschedule_from_disk();
+                }
+                Ok(false) => {}
+                Err(e) => tracing::error!("keeping the running trust anchors: {e}"),
+            }
             return false;
         }
         if config.output.dir != self.config.output.dir {
@@ -632,10 +644,15 @@ impl Daemon {
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
+        let anchor_dirs = crate::pki::anchors::watch_dirs(&self.config.certificate);
+        let anchor_dirs = anchor_dirs.iter().filter(|d| d.as_path() != config_dir);
         for (dir, mode) in [
             (config_dir, notify::RecursiveMode::NonRecursive),
             (self.renewer.store().dir(), notify::RecursiveMode::Recursive),
-        ] {
+        ]
+        .into_iter()
+        .chain(anchor_dirs.map(|d| (d.as_path(), notify::RecursiveMode::NonRecursive)))
+        {
             if let Err(e) = watcher.watch(dir, mode) {
                 tracing::warn!(dir = %dir.display(), "cannot watch ({e})");
             }
@@ -662,6 +679,9 @@ impl Daemon {
                     .map(|p| p.ends_with(self.config_path.parent().unwrap_or(Path::new(""))))
                     .unwrap_or(false)
             {
+                result.0 = true;
+            } else if crate::pki::anchors::is_anchor_path(&self.config.certificate, path) {
+                // Reloading an unchanged config reloads the trust anchors.
                 result.0 = true;
             } else if path.starts_with(out) {
                 // Our bookkeeping files change on every attempt and say nothing about the set.
@@ -699,7 +719,8 @@ impl Daemon {
                 .ok()
                 .flatten()
                 .map(|s| s.leaf);
-            if let Err(e) = crate::metrics::write(path, &self.state, leaf.as_ref()) {
+            let ca = crate::ca_expiry::installed(self.renewer.store(), self.renewer.anchors());
+            if let Err(e) = crate::metrics::write(path, &self.state, leaf.as_ref(), &ca) {
                 tracing::warn!("cannot write the metrics file: {e}");
             }
         }

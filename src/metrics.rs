@@ -4,12 +4,13 @@
 use std::fmt::Write;
 use std::path::Path;
 
+use crate::ca_expiry::CaExpiry;
 use crate::pki::validate::LeafInfo;
 use crate::state::State;
 use crate::store::{write_atomic, StoreError};
 
-/// Renders the metrics for `state` and the installed leaf, if any.
-pub fn render(state: &State, leaf: Option<&LeafInfo>) -> String {
+/// Renders the metrics for `state`, the installed leaf, if any, and the CAs above it.
+pub fn render(state: &State, leaf: Option<&LeafInfo>, ca: &CaExpiry) -> String {
     let mut out = String::new();
     let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, f64)]| {
         let _ = writeln!(out, "# HELP {name} {help}");
@@ -24,6 +25,28 @@ pub fn render(state: &State, leaf: Option<&LeafInfo>) -> String {
             "gauge",
             "notAfter of the installed certificate, Unix time.",
             &[("", leaf.not_after.unix_timestamp() as f64)],
+        );
+    }
+    let ca_samples: Vec<(String, f64)> = ca
+        .roles()
+        .into_iter()
+        .filter_map(|(role, ca)| {
+            ca.map(|c| {
+                (
+                    format!("{{role=\"{role}\"}}"),
+                    c.not_after.unix_timestamp() as f64,
+                )
+            })
+        })
+        .collect();
+    if !ca_samples.is_empty() {
+        let samples: Vec<(&str, f64)> = ca_samples.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+        metric(
+            "eit_certd_ca_not_after_seconds",
+            "gauge",
+            "notAfter of the intermediate CA installed with the certificate and of the trust \
+             anchor it chains to, Unix time.",
+            &samples,
         );
     }
     metric(
@@ -52,8 +75,13 @@ pub fn render(state: &State, leaf: Option<&LeafInfo>) -> String {
     out
 }
 
-pub fn write(path: &Path, state: &State, leaf: Option<&LeafInfo>) -> Result<(), StoreError> {
-    write_atomic(path, render(state, leaf).as_bytes(), 0o644)
+pub fn write(
+    path: &Path,
+    state: &State,
+    leaf: Option<&LeafInfo>,
+    ca: &CaExpiry,
+) -> Result<(), StoreError> {
+    write_atomic(path, render(state, leaf, ca).as_bytes(), 0o644)
 }
 
 #[cfg(test)]
@@ -76,7 +104,21 @@ mod tests {
             issuer: String::new(),
             public_key_der: vec![],
         };
-        let text = render(&s, Some(&leaf));
+        let ca = CaExpiry {
+            intermediate: Some(crate::pki::validate::CaInfo {
+                subject: "CN=i".into(),
+                fingerprint_sha256: String::new(),
+                not_after: datetime!(2030-01-01 00:00 UTC),
+                source: None,
+            }),
+            anchor: None,
+        };
+        let text = render(&s, Some(&leaf), &ca);
+        assert!(
+            text.contains("eit_certd_ca_not_after_seconds{role=\"intermediate\"} 1893456000\n"),
+            "{text}"
+        );
+        assert!(!text.contains("role=\"anchor\""), "{text}");
         assert!(
             text.contains("eit_certd_cert_not_after_seconds 1767229200\n"),
             "{text}"

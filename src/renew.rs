@@ -3,17 +3,18 @@
 //!
 //! Used by the one-shot `renew` command and by the daemon; neither knows the steps.
 
-use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use time::OffsetDateTime;
 
+use crate::ca_expiry::CaExpiry;
 use crate::config::Config;
 use crate::hooks::{self, HookEnv};
 use crate::metadata::client::{Client, ClientError};
 use crate::pki::csr::{self, CsrError};
-use crate::pki::validate::{self, Anchor, LeafInfo};
-use crate::pki::{KeyError, PrivateKey, Rejection, Verified};
+use crate::pki::validate::{self, LeafInfo};
+use crate::pki::{AnchorError, KeyError, PrivateKey, Rejection, TrustAnchors, Verified};
 use crate::state::{HookResult, HooksOwed, State};
 use crate::store::{Generation, Store, StoreError};
 
@@ -31,8 +32,10 @@ pub enum RenewError {
     Rejected(Rejection),
     #[error("{0}. The current set stays in place")]
     Store(StoreError),
-    #[error("cannot use certificate.trust_anchor {}: {reason}", path.display())]
-    Anchor { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Anchor(#[from] AnchorError),
+    #[error("the certificate check did not finish: {0}")]
+    ValidationAborted(String),
     #[error(transparent)]
     Swanctl(#[from] crate::swanctl::SwanctlError),
 }
@@ -93,30 +96,36 @@ pub struct Renewer {
     config: Config,
     client: Client,
     store: Store,
-    anchor: Option<Anchor>,
+    anchors: Option<Arc<TrustAnchors>>,
 }
 
 impl Renewer {
     pub fn new(config: Config, client: Client, store: Store) -> Result<Renewer, RenewError> {
-        let anchor = match &config.certificate.trust_anchor {
-            None => None,
-            Some(path) => {
-                let pem = std::fs::read(path).map_err(|e| RenewError::Anchor {
-                    path: path.clone(),
-                    reason: e.to_string(),
-                })?;
-                Some(Anchor::from_pem(&pem).map_err(|e| RenewError::Anchor {
-                    path: path.clone(),
-                    reason: e.to_string(),
-                })?)
-            }
-        };
+        let anchors = TrustAnchors::load(&config.certificate)?.map(Arc::new);
         Ok(Renewer {
             config,
             client,
             store,
-            anchor,
+            anchors,
         })
+    }
+
+    /// Reads the trust anchors again (a file or directory changed, or SIGHUP with an unchanged
+    /// config). Returns whether they changed; on error the running anchors stay.
+    pub fn reload_anchors(&mut self) -> Result<bool, AnchorError> {
+        let fresh = TrustAnchors::load(&self.config.certificate)?;
+        let changed = match (&self.anchors, &fresh) {
+            (Some(old), Some(new)) => !old.same_certificates(new),
+            (None, None) => false,
+            _ => true,
+        };
+        self.anchors = fresh.map(Arc::new);
+        Ok(changed)
+    }
+
+    /// The configured trust anchors; `None` when none are configured.
+    pub fn anchors(&self) -> Option<&TrustAnchors> {
+        self.anchors.as_deref()
     }
 
     pub fn store(&self) -> &Store {
@@ -157,6 +166,9 @@ impl Renewer {
                     tracing::warn!(
                         "the service sent the certificates out of order; installed them leaf first"
                     );
+                }
+                for warning in CaExpiry::from_verified(&renewed.verified).warnings(now) {
+                    tracing::warn!("{warning}");
                 }
                 state.record_success(now, &leaf.serial_hex);
                 let previous = renewed.previous.as_ref().map(|p| p.serial_hex.clone());
@@ -210,13 +222,24 @@ impl Renewer {
             .client
             .request_certificate(&csr, self.config.certificate.lifetime.0)
             .await?;
-        let verified = validate::validate(
-            &issued.response.certificates,
-            &key.public_key_der()?,
-            self.anchor.as_ref(),
-            OffsetDateTime::now_utc(),
-            validate::DEFAULT_SKEW,
-        )?;
+        // Signature checks are CPU work: off the runtime's thread, so that a stop is
+        // answered while a response is examined.
+        let verified = tokio::task::spawn_blocking({
+            let certificates = issued.response.certificates.clone();
+            let our_key = key.public_key_der()?;
+            let anchors = self.anchors.clone();
+            move || {
+                validate::validate(
+                    &certificates,
+                    &our_key,
+                    anchors.as_deref(),
+                    OffsetDateTime::now_utc(),
+                    validate::DEFAULT_SKEW,
+                )
+            }
+        })
+        .await
+        .map_err(|e| RenewError::ValidationAborted(e.to_string()))??;
         if let Some(warning) =
             expiry_claim_mismatch(&issued.response.expires_at, verified.leaf.not_after)
         {
@@ -369,6 +392,7 @@ fn expiry_claim_mismatch(claimed: &str, not_after: OffsetDateTime) -> Option<Str
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
     use time::macros::datetime;
 
     #[test]

@@ -9,7 +9,9 @@ use std::time::Duration;
 use serde::Serialize;
 use time::OffsetDateTime;
 
+use crate::ca_expiry::CaExpiry;
 use crate::pki::validate::rfc3339;
+use crate::pki::TrustAnchors;
 use crate::schedule::Policy;
 use crate::state::State;
 use crate::store::{self, CurrentSet, Store};
@@ -87,6 +89,47 @@ pub struct Report {
     /// The `[output.swanctl]` paths, when configured (filled in by the caller).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub swanctl: Option<Vec<crate::swanctl::PathStatus>>,
+    /// The CAs above the installed leaf (see [`Report::set_ca`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca: Option<CaStatus>,
+}
+
+/// The CAs above the installed leaf: when they expire, and a warning for each that does so
+/// within [`crate::ca_expiry::WARN_BEFORE`].
+#[derive(Debug, Clone, Serialize)]
+pub struct CaStatus {
+    /// The intermediate and the anchor, as far as known.
+    #[serde(flatten)]
+    pub expiry: CaExpiry,
+    /// One sentence per CA that expires within 270 days.
+    pub warnings: Vec<String>,
+    /// Why the configured trust anchors could not be read, if they could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub anchor_problem: Option<String>,
+}
+
+impl Report {
+    /// Fills in [`Report::ca`] from the installed chain and the configured trust anchors.
+    pub fn set_ca(
+        &mut self,
+        store: &Store,
+        certificate: &crate::config::CertificateConfig,
+        now: OffsetDateTime,
+    ) {
+        let (anchors, anchor_problem) = match TrustAnchors::load_at(certificate, now) {
+            Ok(a) => (a, None),
+            Err(e) => (None, Some(e.to_string())),
+        };
+        let expiry = crate::ca_expiry::installed(store, anchors.as_ref());
+        if expiry == CaExpiry::default() && anchor_problem.is_none() {
+            return;
+        }
+        self.ca = Some(CaStatus {
+            warnings: expiry.warnings(now),
+            expiry,
+            anchor_problem,
+        });
+    }
 }
 
 /// Reads the store and the state file.
@@ -121,6 +164,7 @@ pub fn build(
         min_interval: policy.min_interval,
         state,
         swanctl: None,
+        ca: None,
     };
     let set = match current {
         Ok(Some(set)) => set,
@@ -240,6 +284,26 @@ impl Report {
             let _ = writeln!(out, "chain         {}", i.files.chain.display());
             let _ = writeln!(out, "fullchain     {}", i.files.fullchain.display());
             let _ = writeln!(out, "combined      {}", i.files.combined.display());
+        }
+        if let Some(ca) = &self.ca {
+            for (role, info) in ca.expiry.roles() {
+                if let Some(info) = info {
+                    let _ = writeln!(
+                        out,
+                        "{:<14}{} until {} ({})",
+                        role,
+                        info.subject,
+                        rfc3339(info.not_after),
+                        relative(info.not_after, now)
+                    );
+                }
+            }
+            for warning in &ca.warnings {
+                let _ = writeln!(out, "WARNING       {warning}");
+            }
+            if let Some(problem) = &ca.anchor_problem {
+                let _ = writeln!(out, "anchors       {problem}");
+            }
         }
         let next = self.state.next_renewal.or(self.renewal_due_at);
         if let Some(next) = next {

@@ -1,16 +1,25 @@
-//! Key material, CSRs and validation of what the service returns.
+//! Key material, CSRs, trust anchors and validation of what the service returns.
 //!
-//! `key` and `csr` call into OpenSSL; `validate` is pure (bytes and a clock in, a verdict out).
+//! `key` and `csr` call into OpenSSL; `anchors` reads the configured CA certificates;
+//! `validate` is pure (bytes and a clock in, a verdict out), with its rules on algorithms in
+//! `policy` and on issuer/subject links in `link`.
 
+pub mod anchors;
 pub mod csr;
 pub mod key;
+pub mod link;
+pub mod policy;
 pub mod validate;
 
+pub use anchors::{AnchorError, TrustAnchors};
 pub use key::{KeyError, PrivateKey};
 pub use validate::{Rejection, Verified};
 
 #[cfg(test)]
 pub(crate) mod testca;
+
+#[cfg(test)]
+mod differential;
 
 /// PEM armour with 64-column base64, the layout every TLS tool reads.
 pub fn pem_encode(label: &str, der: &[u8]) -> String {

@@ -530,6 +530,19 @@ impl Setup {
             .unwrap()
     }
 
+    /// Starts the binary with this config and `args`, stdin closed, stdout and stderr piped.
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        Command::new(bin())
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
     /// Inserts `lines` at the top of the `[output]` section of the config file.
     pub fn add_output_settings(&self, lines: &str) {
         let text = std::fs::read_to_string(&self.config).unwrap();

@@ -544,15 +544,7 @@ fn run_with_peak_rss(setup: &Setup, args: &[&str]) -> (Output, u64) {
         o.stderr = ours.as_bytes().to_vec();
         return (o, kib * 1024);
     }
-    let mut child = Command::new(bin())
-        .arg("--config")
-        .arg(&setup.config)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = setup.spawn(args);
     let status = format!("/proc/{}/status", child.id());
     let mut peak_kib = 0u64;
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -173,15 +173,7 @@ fn a_fifo_or_dev_zero_in_the_set_neither_hangs_nor_grows() {
     std::fs::remove_file(&key).unwrap();
     nix::unistd::mkfifo(&key, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
     for args in [&["status"][..], &["renew"]] {
-        let mut child = Command::new(bin())
-            .arg("--config")
-            .arg(&setup.config)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = setup.spawn(args);
         // Generous: the point is "does not hang", not a speed.
         let status = wait_for(Duration::from_secs(60), "the command to finish", || {
             child.try_wait().unwrap()
@@ -521,15 +513,7 @@ fn a_closed_stdout_ends_the_command_quietly() {
     let setup = Setup::new(&emulator, 2048, "", "");
     assert_exit(&setup.run(&["renew"]), 0);
     for args in [&["status", "--json"][..], &["status"], &["man"]] {
-        let mut child = Command::new(bin())
-            .arg("--config")
-            .arg(&setup.config)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = setup.spawn(args);
         // The reader goes away before the first byte, as `| head -c0` would.
         drop(child.stdout.take());
         let out = child.wait_with_output().unwrap();

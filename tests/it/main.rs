@@ -17,3 +17,4 @@ mod integrations;
 mod renew;
 mod secrets;
 mod swanctl;
+mod trust;
