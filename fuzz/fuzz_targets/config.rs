@@ -3,9 +3,8 @@
 //! the renewal schedule (`Policy`), the retry backoff (`Backoff`, as the daemon builds it), the
 //! CSR built from `certificate.subject`, and the `Display` of the values that go into messages.
 //!
-//! With `--features issue12` it also checks the range promises of issue 12 that the loader is
-//! meant to enforce (#2: every duration can be added to "now"; #10: `output.dir` absolute).
-//! Off by default until those fixes are merged: today's main fails them at once.
+//! It also checks the range promises of issue 12 that the loader enforces (#2: every duration
+//! can be added to "now"; #10: `output.dir` absolute).
 
 #![no_main]
 
@@ -49,7 +48,6 @@ fn accepted(config: &Config) {
         // Ok or a clean error; OpenSSL decides what a subject value may hold.
         let _ = csr::build(key(), &config.certificate.subject);
     }
-    #[cfg(feature = "issue12")]
     issue12(config);
 }
 
@@ -104,7 +102,6 @@ fn key() -> &'static PrivateKey {
     KEY.get_or_init(|| PrivateKey::generate(2048).expect("RSA-2048 key generation"))
 }
 
-#[cfg(feature = "issue12")]
 fn issue12(config: &Config) {
     let now = std::time::Instant::now();
     let wall = time::OffsetDateTime::now_utc();
