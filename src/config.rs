@@ -122,6 +122,9 @@ pub struct CertificateConfig {
     pub trust_anchor: Option<PathBuf>,
     /// Keep the key across renewals instead of generating a new one for each certificate.
     pub reuse_key: bool,
+    /// Keep the next key and its signed CSR on disk (`output.dir/spare/`), so that a start
+    /// over an expired set renews without generating a key. See [`crate::spare`].
+    pub spare_key: bool,
 }
 
 impl Default for CertificateConfig {
@@ -136,6 +139,7 @@ impl Default for CertificateConfig {
             min_interval: MinInterval(Duration::from_secs(60)),
             trust_anchor: None,
             reuse_key: false,
+            spare_key: true,
         }
     }
 }

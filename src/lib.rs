@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod pki;
 pub mod renew;
 pub mod schedule;
+pub mod spare;
 pub mod state;
 pub mod status;
 pub mod store;

@@ -87,6 +87,9 @@ pub struct Report {
     /// The `[output.swanctl]` paths, when configured (filled in by the caller).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub swanctl: Option<Vec<crate::swanctl::PathStatus>>,
+    /// Whether the next key and CSR are ready on disk (filled in by the caller).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spare: Option<crate::spare::SpareState>,
 }
 
 /// Reads the store and the state file.
@@ -121,6 +124,7 @@ pub fn build(
         min_interval: policy.min_interval,
         state,
         swanctl: None,
+        spare: None,
     };
     let set = match current {
         Ok(Some(set)) => set,
@@ -312,6 +316,20 @@ impl Report {
                 p.state,
                 p.detail
             );
+        }
+        if let Some(spare) = self.spare {
+            let text = match spare {
+                crate::spare::SpareState::Ready => {
+                    "ready (the next renewal needs no key generation)"
+                }
+                crate::spare::SpareState::Absent => {
+                    "none yet (being prepared, or spare_key just enabled)"
+                }
+                crate::spare::SpareState::Disabled => {
+                    "off (certificate.spare_key = false or reuse_key)"
+                }
+            };
+            let _ = writeln!(out, "spare key     {text}");
         }
         out
     }
