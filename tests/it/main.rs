@@ -16,4 +16,5 @@ mod hostile_inputs;
 mod integrations;
 mod renew;
 mod secrets;
+mod spare;
 mod swanctl;
