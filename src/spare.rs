@@ -187,6 +187,14 @@ impl Spare {
             path: self.dir.join(META),
             problem: e.to_string(),
         })?;
+        // Temporary files a crash left mid-write (one may hold a key) go first.
+        if let Ok(entries) = fs::read_dir(&self.dir) {
+            for entry in entries.flatten() {
+                if entry.file_name().to_string_lossy().starts_with(".tmp-") {
+                    let _ = fs::remove_file(entry.path());
+                }
+            }
+        }
         // The key last: a spare is complete only once its key is there (see `state`), and a
         // key beside another spare's CSR is refused on load.
         let _ = fs::remove_file(self.dir.join(KEY));
