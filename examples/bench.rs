@@ -551,6 +551,7 @@ fn start_to_ready(
     expired_key: PrivateKey,
     spare_key: PrivateKey,
 ) -> Result<Starts> {
+    std::fs::create_dir_all(dir)?;
     // An expired set: a two-second certificate from a second emulator, waited out.
     let short = Emulator::start_with(
         &s.binary,
