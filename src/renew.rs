@@ -440,8 +440,7 @@ fn prepare_next(
 /// SHA-256 of the public key (SubjectPublicKeyInfo DER), hex: names a key in the log.
 pub fn fingerprint(key: &PrivateKey) -> String {
     key.public_key_der()
-        .ok()
-        .and_then(|der| openssl::sha::sha256(&der).get(..).map(hex))
+        .map(|der| hex(&openssl::sha::sha256(&der)))
         .unwrap_or_default()
 }
 
