@@ -7,17 +7,21 @@
 //! It starts the release binary's emulator (`target/release/eit-certd emulator --state-dir DIR`,
 //! URL read from its first stdout line) and measures, against that one emulator:
 //!
-//! 1. the renewal critical path: `Renewer::renew` with a key generated beforehand (the daemon
-//!    pre-generates its next key), p50/p95; the first renewal, which also fetches the access
-//!    token, is reported on its own. Each renewal is followed by the same calls timed one by
-//!    one (token, CSR, certificate request, validation, install) to show where the time goes;
-//! 2. a cold renewal: `PrivateKey::generate` + `Renewer::renew`, p50;
+//! 1. the renewal critical path: `Renewer::renew_prepared` with a key and CSR prepared
+//!    beforehand (the daemon keeps them as its spare), p50/p95; the first renewal, which also
+//!    fetches the access token, is reported on its own. Where the time goes comes from the
+//!    renewal's own per-stage timings (`Renewed::timings`), not from a copy of its steps;
+//! 2. a cold renewal: `PrivateKey::generate_racing` (the daemon's cold path: one generation
+//!    per core, the first wins) + `Renewer::renew`, p50;
 //! 3. `benches/shell-pipeline.sh`, the documented curl/openssl/awk/jq steps, p50 (its first
 //!    certificate is checked once with `openssl verify` against the emulator's `ca.pem`), and
 //!    the ratio shell p50 / critical-path p50;
 //! 4. emulator throughput: certificates per second (201s only) from concurrent clients, each
 //!    with its own HTTP client and token, all POSTing the same CSR;
-//! 5. the idle daemon: `eit-certd --config X run` over an installed, valid one-hour
+//! 5. start to ready: `eit-certd run` started over an expired set, from the spawn to READY=1
+//!    on a `NOTIFY_SOCKET` the benchmark listens on, with a spare on disk and without one
+//!    (the daemon then generates a key), p50/p95 each;
+//! 6. the idle daemon: `eit-certd --config X run` over an installed, valid one-hour
 //!    certificate; RSS, peak RSS and context switches (all threads) over a window.
 //!
 //! Only prints; nothing here asserts on time. Environment (default in brackets):
@@ -28,6 +32,7 @@
 //! | `BENCH_RENEWALS`        | warm renewals on the critical path [50] (+1 cold-token)      |
 //! | `BENCH_COLD_RUNS`       | renewals including key generation [10]                       |
 //! | `BENCH_SHELL_RUNS`      | runs of the shell pipeline [10]                              |
+//! | `BENCH_STARTS`          | daemon starts over an expired set, with and without spare [20] |
 //! | `BENCH_THROUGHPUT_SECS` | emulator throughput window [5]                               |
 //! | `BENCH_CLIENTS`         | concurrent clients for the throughput figure [2]             |
 //! | `BENCH_SETTLE_SECS`     | wait after starting the daemon before observing it [3]       |
@@ -53,12 +58,12 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use eit_certd::config::{CertificateConfig, Config};
 use eit_certd::metadata::client::Client;
-use eit_certd::pki::{csr, validate, PrivateKey, TrustAnchors};
-use eit_certd::renew::Renewer;
+use eit_certd::pki::{csr, PrivateKey};
+use eit_certd::renew::{Renewer, Timings};
+use eit_certd::spare::{Prepared, Spare};
 use eit_certd::store::Store;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use time::OffsetDateTime;
 
 const SHELL_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/shell-pipeline.sh");
 const API_VERSION: &str = "2025-08-26";
@@ -68,6 +73,7 @@ struct Settings {
     renewals: usize,
     cold_runs: usize,
     shell_runs: usize,
+    starts: usize,
     throughput: Duration,
     clients: usize,
     settle: Duration,
@@ -84,6 +90,7 @@ impl Settings {
             renewals: env_or::<usize>("BENCH_RENEWALS", 50)?.max(1),
             cold_runs: env_or::<usize>("BENCH_COLD_RUNS", 10)?.max(1),
             shell_runs: env_or::<usize>("BENCH_SHELL_RUNS", 10)?.max(1),
+            starts: env_or::<usize>("BENCH_STARTS", 20)?.max(1),
             throughput: Duration::from_secs_f64(env_or("BENCH_THROUGHPUT_SECS", 5.0)?),
             clients: env_or::<usize>("BENCH_CLIENTS", 2)?.max(1),
             settle: Duration::from_secs_f64(env_or("BENCH_SETTLE_SECS", 3.0)?),
@@ -146,8 +153,9 @@ fn run(s: &Settings) -> Result<()> {
     progress(&format!("emulator at {}", emulator.url));
 
     // One key per critical-path renewal (+1 for the cold-token one), one for the idle daemon's
-    // installed set, one for the throughput CSR.
-    let key_count = s.renewals + 3;
+    // installed set, one for the throughput CSR, two for start-to-ready (the expired set and
+    // the spare).
+    let key_count = s.renewals + 5;
     progress(&format!(
         "generating {key_count} RSA-{} keys on 2 threads...",
         s.key_bits
@@ -155,11 +163,12 @@ fn run(s: &Settings) -> Result<()> {
     let mut keys = pregenerate_keys(s.key_bits, key_count)?;
     let throughput_key = keys.pop().expect("counted above");
     let idle_key = keys.pop().expect("counted above");
+    let expired_key = keys.pop().expect("counted above");
+    let spare_key = keys.pop().expect("counted above");
 
     progress("critical path...");
     let renewer = build_renewer(&emulator.url, &dir.join("renew"))?;
-    let staged = StagedRenewer::new(&emulator.url, &dir.join("staged"))?;
-    let critical = rt.block_on(critical_path(&renewer, &staged, keys))?;
+    let critical = rt.block_on(critical_path(&renewer, keys))?;
 
     progress("cold renewals...");
     let cold = rt.block_on(cold_renewals(&renewer, s.key_bits, s.cold_runs))?;
@@ -172,11 +181,21 @@ fn run(s: &Settings) -> Result<()> {
     let csr_pem = csr::build(&throughput_key, &subject)?;
     let throughput = rt.block_on(throughput(&emulator.url, &csr_pem, s.clients, s.throughput))?;
 
+    progress("start to ready...");
+    let starts = start_to_ready(
+        s,
+        &rt,
+        &emulator.url,
+        &dir.join("starts"),
+        expired_key,
+        spare_key,
+    )?;
+
     progress("idle daemon...");
     let idle = idle_daemon(s, &rt, &emulator.url, &dir.join("idle"), idle_key)?;
 
     drop(emulator);
-    print_report(s, &critical, &cold, &shell, &throughput, &idle);
+    print_report(s, &critical, &cold, &shell, &starts, &throughput, &idle);
     Ok(())
 }
 
@@ -222,12 +241,17 @@ struct Emulator {
 
 impl Emulator {
     fn start(binary: &Path, state_dir: &Path) -> Result<Emulator> {
+        Emulator::start_with(binary, state_dir, &[])
+    }
+
+    fn start_with(binary: &Path, state_dir: &Path, extra: &[&str]) -> Result<Emulator> {
         let log_path = state_dir.with_extension("log");
         let log = File::create(&log_path)?;
         let mut child = Command::new(binary)
             .arg("emulator")
             .arg("--state-dir")
             .arg(state_dir)
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)
@@ -309,108 +333,53 @@ struct CriticalPath {
     stages: Stages,
 }
 
+/// The renewal's own per-stage timings ([`Timings`]), warm renewals only.
 #[derive(Default)]
 struct Stages {
-    token_fetch: Duration,
-    token: Vec<Duration>,
+    /// Signing the CSR, done ahead of time (off the critical path).
     csr: Vec<Duration>,
     request: Vec<Duration>,
     validation: Vec<Duration>,
     install: Vec<Duration>,
 }
 
-/// `Renewer::renew` for each key, each followed by the same renewal timed stage by stage
-/// (with a copy of the key, into another directory), so that both see the same machine.
-async fn critical_path(
-    renewer: &Renewer,
-    staged: &StagedRenewer,
-    keys: Vec<PrivateKey>,
-) -> Result<CriticalPath> {
+/// `Renewer::renew_prepared` for each key, its CSR signed beforehand as the daemon's spare is.
+async fn critical_path(renewer: &Renewer, keys: Vec<PrivateKey>) -> Result<CriticalPath> {
+    let subject = &renewer.config().certificate.subject;
     let mut times = Vec::with_capacity(keys.len());
     let mut stages = Stages::default();
-    for (i, key) in keys.into_iter().enumerate() {
-        let copy = PrivateKey::from_pem(key.pem())?;
+    for key in keys {
+        let signing = Instant::now();
+        let prepared = Prepared::new(key, subject)?;
+        let csr = signing.elapsed();
         let started = Instant::now();
-        renewer.renew(key).await?;
+        let renewed = renewer.renew_prepared(prepared).await?;
         times.push(started.elapsed());
-
-        let [token, csr, request, validation, install] = staged.renew(copy).await?;
-        if i == 0 {
-            stages.token_fetch = token;
-            continue;
-        }
-        stages.token.push(token);
+        let Timings {
+            request,
+            validation,
+            install,
+            ..
+        } = renewed.timings;
         stages.csr.push(csr);
         stages.request.push(request);
         stages.validation.push(validation);
         stages.install.push(install);
+    }
+    // The first renewal's stages include the token fetch: kept out of the warm figures.
+    for v in [
+        &mut stages.csr,
+        &mut stages.request,
+        &mut stages.validation,
+        &mut stages.install,
+    ] {
+        v.remove(0);
     }
     Ok(CriticalPath {
         cold_token: times.remove(0),
         warm: times,
         stages,
     })
-}
-
-/// The calls `Renewer::renew` makes, in its order, with a clock around each: the library
-/// reports no per-stage times.
-struct StagedRenewer {
-    config: Config,
-    client: Client,
-    store: Store,
-    anchors: Option<TrustAnchors>,
-}
-
-impl StagedRenewer {
-    fn new(url: &str, out: &Path) -> Result<StagedRenewer> {
-        std::fs::create_dir_all(out)?;
-        let config = Config::for_endpoint(url, out);
-        let client = Client::new(&config.metadata, url)?;
-        let store = Store::new(out, config.output.keep.0, None)?;
-        let anchors = TrustAnchors::load(&config.certificate)?;
-        Ok(StagedRenewer {
-            config,
-            client,
-            store,
-            anchors,
-        })
-    }
-
-    /// Times of [token, CSR, request, validation, install].
-    async fn renew(&self, key: PrivateKey) -> Result<[Duration; 5]> {
-        let cert = &self.config.certificate;
-        let t = Instant::now();
-        self.client.token().await?;
-        let token = t.elapsed();
-
-        let t = Instant::now();
-        self.store.current_generation()?;
-        let csr_pem = csr::build(&key, &cert.subject)?;
-        let csr = t.elapsed();
-
-        let t = Instant::now();
-        let issued = self
-            .client
-            .request_certificate(&csr_pem, cert.lifetime.0)
-            .await?;
-        let request = t.elapsed();
-
-        let t = Instant::now();
-        let verified = validate::validate(
-            &issued.response.certificates,
-            &key.public_key_der()?,
-            self.anchors.as_ref(),
-            OffsetDateTime::now_utc(),
-            validate::DEFAULT_SKEW,
-        )?;
-        let validation = t.elapsed();
-
-        let t = Instant::now();
-        let _previous = self.store.read_current();
-        self.store.install(&key, &verified)?;
-        let install = t.elapsed();
-        Ok([token, csr, request, validation, install])
-    }
 }
 
 struct Cold {
@@ -426,7 +395,7 @@ async fn cold_renewals(renewer: &Renewer, bits: u32, runs: usize) -> Result<Cold
     };
     for _ in 0..runs {
         let started = Instant::now();
-        let key = PrivateKey::generate(bits)?;
+        let key = PrivateKey::generate_racing(bits).await?;
         cold.keygen.push(started.elapsed());
         renewer.renew(key).await?;
         cold.total.push(started.elapsed());
@@ -559,6 +528,121 @@ async fn post_certificates(url: String, body: Vec<u8>, deadline: Instant) -> Res
         }
     }
     Ok((issued, other))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Start to ready
+
+struct Starts {
+    with_spare: Vec<Duration>,
+    without_spare: Vec<Duration>,
+    /// Starts with a spare whose log shows a key generation (should be none).
+    spare_unused: usize,
+}
+
+/// `eit-certd run` over an expired set, spawn to READY=1, alternately with and without a spare.
+/// Before each start the output directory is restored to the same expired set (without
+/// `state.json`, whose last success would hold the renewal back by `certificate.min_interval`).
+fn start_to_ready(
+    s: &Settings,
+    rt: &tokio::runtime::Runtime,
+    url: &str,
+    dir: &Path,
+    expired_key: PrivateKey,
+    spare_key: PrivateKey,
+) -> Result<Starts> {
+    std::fs::create_dir_all(dir)?;
+    // An expired set: a two-second certificate from a second emulator, waited out.
+    let short = Emulator::start_with(
+        &s.binary,
+        &dir.join("short-emulator"),
+        &["--max-lifetime", "2s"],
+    )?;
+    let pristine = dir.join("pristine");
+    rt.block_on(build_renewer(&short.url, &pristine)?.renew(expired_key))?;
+    drop(short);
+    let _ = std::fs::remove_file(pristine.join("state.json"));
+    let etc = dir.join("etc");
+    std::fs::create_dir_all(&etc)?;
+    let config_path = etc.join("config.toml");
+    let out = dir.join("out");
+    std::fs::write(
+        &config_path,
+        format!(
+            "[metadata]\nendpoint = {url:?}\n\n[certificate]\nkey_bits = {}\n\n[output]\ndir = {:?}\n",
+            s.key_bits,
+            out.display().to_string()
+        ),
+    )?;
+    let config = Config::load(&config_path)?;
+    let spare = Prepared::new(spare_key, &config.certificate.subject)?;
+    std::thread::sleep(Duration::from_secs(3));
+    let socket_path = dir.join("notify.sock");
+    let mut starts = Starts {
+        with_spare: Vec::new(),
+        without_spare: Vec::new(),
+        spare_unused: 0,
+    };
+    for i in 0..s.starts * 2 {
+        let with_spare = i % 2 == 0;
+        let _ = std::fs::remove_dir_all(&out);
+        let copied = Command::new("cp")
+            .arg("-a")
+            .arg(&pristine)
+            .arg(&out)
+            .status()?;
+        if !copied.success() {
+            bail!("cannot copy {} to {}", pristine.display(), out.display());
+        }
+        if with_spare {
+            Spare::new(&out).save(&spare)?;
+        }
+        let _ = std::fs::remove_file(&socket_path);
+        let socket = std::os::unix::net::UnixDatagram::bind(&socket_path)?;
+        socket.set_read_timeout(Some(Duration::from_secs(120)))?;
+        let log_path = dir.join(format!("daemon-{i}.log"));
+        let started = Instant::now();
+        let mut child = Command::new(&s.binary)
+            .arg("--config")
+            .arg(&config_path)
+            .arg("run")
+            .env("NOTIFY_SOCKET", &socket_path)
+            .env("RUST_LOG", "eit_certd=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(File::create(&log_path)?)
+            .spawn()
+            .with_context(|| format!("cannot start {} run", s.binary.display()))?;
+        let mut buf = [0u8; 4096];
+        let ready = loop {
+            match socket.recv(&mut buf) {
+                Ok(n)
+                    if String::from_utf8_lossy(&buf[..n])
+                        .lines()
+                        .any(|l| l == "READY=1") =>
+                {
+                    break Ok(started.elapsed())
+                }
+                Ok(_) => continue,
+                Err(e) => break Err(e),
+            }
+        };
+        stop(&mut child);
+        let elapsed = ready.with_context(|| {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            format!("no READY=1 from the daemon; its log:\n{log}")
+        })?;
+        if with_spare {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            if log.contains("generating a key") {
+                starts.spare_unused += 1;
+            }
+            starts.with_spare.push(elapsed);
+        } else {
+            starts.without_spare.push(elapsed);
+        }
+    }
+    Ok(starts)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -741,6 +825,7 @@ fn print_report(
     critical: &CriticalPath,
     cold: &Cold,
     shell: &Result<Shell>,
+    starts: &Starts,
     throughput: &Throughput,
     idle: &Idle,
 ) {
@@ -761,14 +846,9 @@ fn print_report(
         "  first renewal (fetches the token)",
         &fmt_duration(critical.cold_token),
     );
-    println!("  where the time goes (the same calls, timed one by one):");
-    single(
-        "    token fetch (first call)",
-        &fmt_duration(stages.token_fetch),
-    );
-    row("    token (cached)", &stages.token);
-    row("    CSR (build + sign)", &stages.csr);
-    row("    certificate request (round trip)", &stages.request);
+    println!("  where the time goes (the renewal's own stage timings):");
+    row("    CSR sign (ahead of time, not on the path)", &stages.csr);
+    row("    token (cached) + certificate request", &stages.request);
     row("    validation", &stages.validation);
     row("    install (write, fsync, swap)", &stages.install);
     row(
@@ -777,15 +857,44 @@ fn print_report(
     );
     row("  of which key generation", &cold.keygen);
     let critical_p50 = percentile(&critical.warm, 50.0);
+    row(
+        "start to READY=1, expired set, spare ready",
+        &starts.with_spare,
+    );
+    row(
+        "start to READY=1, expired set, no spare",
+        &starts.without_spare,
+    );
+    if starts.spare_unused > 0 {
+        println!(
+            "  ({} starts with a spare generated a key anyway: see their logs)",
+            starts.spare_unused
+        );
+    }
+    let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64().max(f64::MIN_POSITIVE);
+    let spare_p50 = percentile(&starts.with_spare, 50.0);
+    println!(
+        "{:<44} {:>5} {:>10.0}x",
+        "no-spare p50 / spare p50 (start to ready)",
+        "",
+        ratio(percentile(&starts.without_spare, 50.0), spare_p50)
+    );
     match shell {
         Ok(shell) => {
             row("shell pipeline (docs: curl/openssl/awk/jq)", &shell.times);
             println!("  openssl verify of its certificate: {}", shell.verify);
-            let ratio = percentile(&shell.times, 50.0).as_secs_f64()
-                / critical_p50.as_secs_f64().max(f64::MIN_POSITIVE);
+            let shell_p50 = percentile(&shell.times, 50.0);
             println!(
                 "{:<44} {:>5} {:>10.0}x",
-                "shell p50 / critical-path p50", "", ratio
+                "shell p50 / critical-path p50",
+                "",
+                ratio(shell_p50, critical_p50)
+            );
+            println!(
+                "{:<44} {:>5} {:>10.0}x",
+                "shell p50 / spare start-to-ready p50",
+                "",
+                ratio(shell_p50, spare_p50)
             );
         }
         Err(e) => println!("shell pipeline: not measured: {e:#}"),

@@ -289,6 +289,7 @@ fn show_status(config_path: &Path, args: &StatusArgs) -> Outcome {
     let mut report = status::gather(&store, &Policy::from(&config.certificate), now);
     report.swanctl = crate::swanctl::Layout::from_config(&config).map(|l| l.status());
     report.set_ca(&store, &config.certificate, now);
+    report.spare = Some(crate::spare::Spare::new(store.dir()).state(&config));
     if args.json {
         let json = serde_json::to_string_pretty(&report).map_err(failed)?;
         out!("{json}");

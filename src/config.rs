@@ -126,6 +126,9 @@ pub struct CertificateConfig {
     pub trust_anchors: Vec<PathBuf>,
     /// Keep the key across renewals instead of generating a new one for each certificate.
     pub reuse_key: bool,
+    /// Keep the next key and its signed CSR on disk (`output.dir/spare/`), so that a start
+    /// over an expired set renews without generating a key. See [`crate::spare`].
+    pub spare_key: bool,
 }
 
 impl Default for CertificateConfig {
@@ -141,6 +144,7 @@ impl Default for CertificateConfig {
             trust_anchor: None,
             trust_anchors: Vec::new(),
             reuse_key: false,
+            spare_key: true,
         }
     }
 }

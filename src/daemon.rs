@@ -184,7 +184,7 @@ impl Daemon {
         // With time to spare, the first renewal's key is made now, at low priority; when a
         // renewal is due at once it generates its own key at normal priority instead.
         if daemon.next_attempt > OffsetDateTime::now_utc() + Duration::from_secs(60) {
-            daemon.keys.prepare(&daemon.config);
+            daemon.keys.prepare(&daemon.config, daemon.renewer.store());
         }
         Ok(daemon)
     }
@@ -431,7 +431,7 @@ impl Daemon {
                     )
                 });
                 self.announce_valid(leaf);
-                self.keys.prepare(&self.config);
+                self.keys.prepare(&self.config, self.renewer.store());
             }
             Err(error) => {
                 let failure = if error.is_permanent() {
@@ -683,6 +683,8 @@ impl Daemon {
             } else if crate::pki::anchors::is_anchor_path(&self.config.certificate, path) {
                 // Reloading an unchanged config reloads the trust anchors.
                 result.0 = true;
+            } else if path.starts_with(out.join(crate::spare::SPARE_DIR)) {
+                // The spare is written and removed by us, and is no part of the set.
             } else if path.starts_with(out) {
                 // Our bookkeeping files change on every attempt and say nothing about the set.
                 let name = path

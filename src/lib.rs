@@ -35,6 +35,7 @@ pub mod metrics;
 pub mod pki;
 pub mod renew;
 pub mod schedule;
+pub mod spare;
 pub mod state;
 pub mod status;
 pub mod store;

@@ -12,9 +12,10 @@ use crate::ca_expiry::CaExpiry;
 use crate::config::Config;
 use crate::hooks::{self, HookEnv};
 use crate::metadata::client::{Client, ClientError};
-use crate::pki::csr::{self, CsrError};
+use crate::pki::csr::CsrError;
 use crate::pki::validate::{self, LeafInfo};
 use crate::pki::{AnchorError, KeyError, PrivateKey, Rejection, TrustAnchors, Verified};
+use crate::spare::{Prepared, Spare};
 use crate::state::{HookResult, HooksOwed, State};
 use crate::store::{Generation, Store, StoreError};
 
@@ -81,6 +82,21 @@ pub struct Renewed {
     /// The service's own `expires_at`, for the log only: the certificate's notAfter rules.
     pub claimed_expires_at: String,
     pub token_refreshed: bool,
+    /// How long each stage took, for the benchmark and the debug log.
+    pub timings: Timings,
+}
+
+/// Per-stage durations of one renewal. `csr` is zero when the CSR was signed ahead of time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Timings {
+    /// Signing the CSR on the critical path.
+    pub csr: Duration,
+    /// Token (when not cached) and certificate request, one round trip each.
+    pub request: Duration,
+    /// Validating the leaf and chain.
+    pub validation: Duration,
+    /// Writing, fsyncing and swapping in the new generation.
+    pub install: Duration,
 }
 
 /// A renewal followed by its hooks.
@@ -147,14 +163,24 @@ impl Renewer {
         keys: &mut KeySource,
         state: &mut State,
     ) -> Result<AttemptOutcome, RenewError> {
-        let result = match keys.take(&self.config, &self.store).await {
-            Ok(key) => self.renew(key).await,
-            Err(e) => Err(e.into()),
+        let (result, from_spare) = match keys.take(&self.config, &self.store).await {
+            Ok(prepared) => {
+                let on_disk = prepared.on_disk;
+                (self.renew_prepared(prepared).await, on_disk)
+            }
+            Err(e) => (Err(e), false),
         };
+        if from_spare && result.is_ok() {
+            // Used once: its certificate is installed, so it is no longer a spare.
+            let spare = Spare::new(self.store.dir());
+            let _ = tokio::task::spawn_blocking(move || spare.remove()).await;
+            tracing::debug!("the spare key is now the installed key; removed the spare");
+        }
         let now = OffsetDateTime::now_utc();
         match result {
             Ok(renewed) => {
                 let leaf = &renewed.verified.leaf;
+                tracing::debug!(timings = ?renewed.timings, "renewal stages");
                 tracing::info!(
                     serial = %leaf.serial_hex,
                     not_after = %validate::rfc3339(leaf.not_after),
@@ -210,6 +236,18 @@ impl Renewer {
     /// Requests a certificate for `key` and installs it. `key` is consumed: a key is used for
     /// one CSR only, and is wiped when the set is on disk (or the attempt failed).
     pub async fn renew(&self, key: PrivateKey) -> Result<Renewed, RenewError> {
+        let started = std::time::Instant::now();
+        let prepared = Prepared::new(key, &self.config.certificate.subject)?;
+        let csr = started.elapsed();
+        let mut renewed = self.renew_prepared(prepared).await?;
+        renewed.timings.csr = csr;
+        Ok(renewed)
+    }
+
+    /// [`Renewer::renew`] with the CSR already signed: the critical path is the round trip.
+    pub async fn renew_prepared(&self, prepared: Prepared) -> Result<Renewed, RenewError> {
+        let Prepared { key, csr_pem, .. } = prepared;
+        let mut timings = Timings::default();
         // A `current` that is not our symlink is refused before anything is requested, and so
         // is a swanctl path that is not ours.
         self.store.current_generation()?;
@@ -217,11 +255,13 @@ impl Renewer {
         if let Some(layout) = &swanctl {
             layout.preflight()?;
         }
-        let csr = csr::build(&key, &self.config.certificate.subject)?;
+        let mut lap = std::time::Instant::now();
         let issued = self
             .client
-            .request_certificate(&csr, self.config.certificate.lifetime.0)
+            .request_certificate(&csr_pem, self.config.certificate.lifetime.0)
             .await?;
+        timings.request = lap.elapsed();
+        lap = std::time::Instant::now();
         // Signature checks are CPU work: off the runtime's thread, so that a stop is
         // answered while a response is examined.
         let verified = tokio::task::spawn_blocking({
@@ -240,6 +280,8 @@ impl Renewer {
         })
         .await
         .map_err(|e| RenewError::ValidationAborted(e.to_string()))??;
+        timings.validation = lap.elapsed();
+        lap = std::time::Instant::now();
         if let Some(warning) =
             expiry_claim_mismatch(&issued.response.expires_at, verified.leaf.not_after)
         {
@@ -263,25 +305,34 @@ impl Renewer {
         if let Some(layout) = &swanctl {
             layout.link()?;
         }
+        timings.install = lap.elapsed();
         Ok(Renewed {
             generation,
             verified,
             previous,
             claimed_expires_at: issued.response.expires_at,
             token_refreshed: issued.token_refreshed,
+            timings,
         })
     }
 }
 
-/// Where the key for the next renewal comes from.
+/// Where the key (and CSR) for the next renewal comes from.
 ///
 /// RSA-4096 generation takes seconds, so after each install the next key is generated ahead of
-/// time on a low-priority thread and kept in memory only (zeroized on drop, never on disk
-/// before it is used). A renewal takes it if it is ready, waits for it if it is underway, and
-/// generates one otherwise. With `certificate.reuse_key` the installed key is used again.
+/// time on a low-priority thread, its CSR signed, and (with `certificate.spare_key`, the
+/// default) kept on disk as the spare (see [`crate::spare`]), so that a restart finds it too.
+/// A renewal takes, in order: the installed key (`certificate.reuse_key`), the key prepared in
+/// memory if it is finished, the spare on disk, and otherwise a key generated now at normal
+/// priority, one attempt per core, the first one finished winning. It never waits for the
+/// idle-priority thread, which next to busy processes can take minutes.
 pub struct KeySource {
     bits: u32,
-    next: Option<tokio::sync::oneshot::Receiver<Result<PrivateKey, KeyError>>>,
+    next: Option<tokio::sync::oneshot::Receiver<Result<Prepared, RenewError>>>,
+}
+
+fn spare_enabled(config: &Config) -> bool {
+    config.certificate.spare_key && !config.certificate.reuse_key
 }
 
 impl KeySource {
@@ -289,13 +340,16 @@ impl KeySource {
         KeySource { bits, next: None }
     }
 
-    /// Starts generating the next key in the background, unless keys are reused.
-    pub fn prepare(&mut self, config: &Config) {
+    /// Starts preparing the next key and CSR in the background (and persisting them as the
+    /// spare), unless keys are reused. A usable spare already on disk is taken as it is.
+    pub fn prepare(&mut self, config: &Config, store: &Store) {
         if config.certificate.reuse_key || self.next.is_some() {
             return;
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let bits = self.bits;
+        let config = config.clone();
+        let spare = spare_enabled(&config).then(|| Spare::new(store.dir()));
+        let installed = installed_public_key(store);
         let spawned = std::thread::Builder::new()
             .name("eit-keygen".into())
             .spawn(move || {
@@ -305,11 +359,7 @@ impl KeySource {
                     let tid = nix::libc::gettid() as nix::libc::id_t;
                     nix::libc::setpriority(nix::libc::PRIO_PROCESS, tid, 19);
                 }
-                let key = PrivateKey::generate(bits);
-                if key.is_ok() {
-                    tracing::debug!(bits, "the next key is ready (generated ahead of time)");
-                }
-                let _ = tx.send(key);
+                let _ = tx.send(prepare_next(&config, spare.as_ref(), installed.as_deref()));
             });
         match spawned {
             Ok(_) => self.next = Some(rx),
@@ -324,32 +374,110 @@ impl KeySource {
         self.next.is_some()
     }
 
-    pub async fn take(&mut self, config: &Config, store: &Store) -> Result<PrivateKey, KeyError> {
+    /// The key and CSR for a renewal that is due now.
+    pub async fn take(&mut self, config: &Config, store: &Store) -> Result<Prepared, RenewError> {
         if config.certificate.reuse_key {
             if let Some(key) = installed_key(store) {
                 tracing::debug!("reusing the installed key (certificate.reuse_key)");
-                return Ok(key);
+                return Ok(Prepared::new(key, &config.certificate.subject)?);
             }
         }
         if let Some(mut rx) = self.next.take() {
             match rx.try_recv() {
-                Ok(Ok(key)) if key.bits() == self.bits => {
-                    tracing::debug!(bits = self.bits, "using the pre-generated key");
-                    return Ok(key);
+                Ok(Ok(prepared)) => {
+                    if let Some(p) = prepared.fit(config)? {
+                        tracing::debug!(bits = self.bits, "using the pre-generated key");
+                        return Ok(p);
+                    }
                 }
                 Ok(Err(e)) => tracing::warn!("pre-generated key failed ({e}); generating again"),
                 // Still being generated at idle priority, where a busy machine may leave it
-                // for minutes: a due renewal does not wait for it, it makes its own at normal
-                // priority (the idle one is dropped, and wiped, when it finishes).
+                // for minutes: a due renewal does not wait for it (it finishes as the spare).
                 Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {
-                    tracing::debug!("the pre-generated key is not ready; generating one now")
+                    tracing::debug!("the pre-generated key is not ready")
                 }
                 _ => {}
             }
         }
+        if spare_enabled(config) {
+            let spare = Spare::new(store.dir());
+            let installed = installed_public_key(store);
+            let owned = config.clone();
+            let loaded =
+                tokio::task::spawn_blocking(move || spare.load(&owned, installed.as_deref()))
+                    .await
+                    .map_err(|e| KeyError::Join(e.to_string()))?;
+            match loaded {
+                Ok(Some(p)) => {
+                    tracing::info!(
+                        fingerprint = %fingerprint(&p.key),
+                        "using the spare key and CSR prepared on disk"
+                    );
+                    return Ok(p);
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!("{e}"),
+            }
+        }
         tracing::debug!(bits = self.bits, "generating a key");
-        PrivateKey::generate_blocking(self.bits).await
+        let key = PrivateKey::generate_racing(self.bits).await?;
+        Ok(Prepared::new(key, &config.certificate.subject)?)
     }
+}
+/// Generates the next key, or takes the spare on disk when it is usable, and persists it as
+/// the spare. Runs on the idle-priority thread.
+fn prepare_next(
+    config: &Config,
+    spare: Option<&Spare>,
+    installed: Option<&[u8]>,
+) -> Result<Prepared, RenewError> {
+    if let Some(spare) = spare {
+        match spare.load(config, installed) {
+            Ok(Some(p)) => {
+                tracing::debug!("the spare on disk is ready");
+                return Ok(p);
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!("{e}"),
+        }
+    }
+    let bits = config.certificate.key_bits.0;
+    let mut prepared = Prepared::new(PrivateKey::generate(bits)?, &config.certificate.subject)?;
+    if let Some(spare) = spare {
+        match spare.save(&prepared) {
+            Ok(()) => {
+                prepared.on_disk = true;
+                tracing::info!(
+                    fingerprint = %fingerprint(&prepared.key),
+                    "the spare key and CSR for the next renewal are ready on disk"
+                );
+            }
+            Err(e) => tracing::warn!("cannot keep the spare key on disk ({e}); it stays in memory"),
+        }
+    } else {
+        tracing::debug!(bits, "the next key is ready (generated ahead of time)");
+    }
+    Ok(prepared)
+}
+
+/// SHA-256 of the public key (SubjectPublicKeyInfo DER), hex: names a key in the log.
+pub fn fingerprint(key: &PrivateKey) -> String {
+    key.public_key_der()
+        .map(|der| hex(&openssl::sha::sha256(&der)))
+        .unwrap_or_default()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The installed certificate's public key (DER), so that its key is never taken as a spare.
+fn installed_public_key(store: &Store) -> Option<Vec<u8>> {
+    store
+        .read_current()
+        .ok()
+        .flatten()
+        .map(|set| set.leaf.public_key_der)
 }
 
 /// The installed key, when it parses and matches the installed certificate.

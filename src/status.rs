@@ -92,6 +92,9 @@ pub struct Report {
     /// The CAs above the installed leaf (see [`Report::set_ca`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ca: Option<CaStatus>,
+    /// Whether the next key and CSR are ready on disk (filled in by the caller).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spare: Option<crate::spare::SpareState>,
 }
 
 /// The CAs above the installed leaf: when they expire, and a warning for each that does so
@@ -165,6 +168,7 @@ pub fn build(
         state,
         swanctl: None,
         ca: None,
+        spare: None,
     };
     let set = match current {
         Ok(Some(set)) => set,
@@ -376,6 +380,20 @@ impl Report {
                 p.state,
                 p.detail
             );
+        }
+        if let Some(spare) = self.spare {
+            let text = match spare {
+                crate::spare::SpareState::Ready => {
+                    "ready (the next renewal needs no key generation)"
+                }
+                crate::spare::SpareState::Absent => {
+                    "none yet (being prepared, or spare_key just enabled)"
+                }
+                crate::spare::SpareState::Disabled => {
+                    "off (certificate.spare_key = false or reuse_key)"
+                }
+            };
+            let _ = writeln!(out, "spare key     {text}");
         }
         out
     }

@@ -47,6 +47,39 @@ impl PrivateKey {
             .map_err(|e| KeyError::Join(e.to_string()))?
     }
 
+    /// Generates a key at normal priority on one thread per available core and returns the
+    /// first that finishes: RSA prime search time is heavy-tailed, and the fastest of n runs
+    /// cuts the tail. The others are dropped (and wiped) when they finish; OpenSSL offers no
+    /// way to stop them earlier.
+    pub async fn generate_racing(bits: u32) -> Result<PrivateKey, KeyError> {
+        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut started = 0;
+        for _ in 0..n {
+            let tx = tx.clone();
+            let spawned = std::thread::Builder::new()
+                .name("eit-keygen-race".into())
+                .spawn(move || {
+                    let _ = tx.send(PrivateKey::generate(bits));
+                });
+            if spawned.is_ok() {
+                started += 1;
+            }
+        }
+        drop(tx);
+        if started == 0 {
+            return PrivateKey::generate_blocking(bits).await;
+        }
+        let mut last = None;
+        while let Some(result) = rx.recv().await {
+            match result {
+                Ok(key) => return Ok(key),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| KeyError::Join("no key generation finished".into())))
+    }
+
     /// Reads a PEM private key (PKCS#8 or PKCS#1), e.g. an installed `key.pem`.
     pub fn from_pem(pem: &[u8]) -> Result<PrivateKey, KeyError> {
         let pkey = PKey::private_key_from_pem(pem).map_err(KeyError::Decode)?;

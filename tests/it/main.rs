@@ -16,5 +16,6 @@ mod hostile_inputs;
 mod integrations;
 mod renew;
 mod secrets;
+mod spare;
 mod swanctl;
 mod trust;
