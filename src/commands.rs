@@ -146,14 +146,38 @@ fn init_logging(cli: &Cli) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(format!("eit_certd={default},warn"))
     });
+    let style = LogStyle::from_env();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false);
-    let _ = match cli.log_format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
+        .with_target(false)
+        .with_ansi(style.colour);
+    // journald stamps every line itself; a second timestamp only clutters `journalctl`.
+    let _ = match (cli.log_format, style.timestamps) {
+        (LogFormat::Json, true) => builder.json().try_init(),
+        (LogFormat::Json, false) => builder.json().without_time().try_init(),
+        (LogFormat::Text, true) => builder.try_init(),
+        (LogFormat::Text, false) => builder.without_time().try_init(),
     };
+}
+
+/// How log lines look, decided by where stderr goes.
+struct LogStyle {
+    /// ANSI colour: only on a terminal, and never when `NO_COLOR` is set (no-color.org).
+    colour: bool,
+    /// Own timestamps: not when stderr is journald's stream (`JOURNAL_STREAM`), which adds them.
+    timestamps: bool,
+}
+
+impl LogStyle {
+    fn from_env() -> Self {
+        use std::io::IsTerminal;
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        LogStyle {
+            colour: !no_color && std::io::stderr().is_terminal(),
+            timestamps: std::env::var_os("JOURNAL_STREAM").is_none(),
+        }
+    }
 }
 
 fn load_config(path: &Path) -> Result<Config, Failure> {
@@ -321,9 +345,26 @@ async fn check(config_path: &Path, args: &CheckArgs) -> Outcome {
 }
 
 fn init(path: &Path) -> Outcome {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+    // A fresh machine has no /etc/eit-certd/: the missing-config error sends people here.
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(parent)
+            .map_err(|e| {
+                usage(anyhow::anyhow!(
+                    "cannot create the directory {}: {e}",
+                    parent.display()
+                ))
+            })?;
+    }
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
+        // Not secret (no key in it), and `status`/`check` without root read it: 0644, not
+        // whatever the umask leaves.
+        .mode(0o644)
         .open(path)
         .map_err(|e| {
             let hint = if e.kind() == std::io::ErrorKind::AlreadyExists {
@@ -336,7 +377,8 @@ fn init(path: &Path) -> Outcome {
                 path.display()
             ))
         })?;
-    file.write_all(crate::config::EXAMPLE.as_bytes())
+    file.set_permissions(std::fs::Permissions::from_mode(0o644))
+        .and_then(|()| file.write_all(crate::config::EXAMPLE.as_bytes()))
         .with_context(|| format!("cannot write {}", path.display()))
         .map_err(failed)?;
     out!(

@@ -11,6 +11,7 @@ pub mod check;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod config_words;
 pub mod daemon;
 pub mod emulator;
 pub mod files;
