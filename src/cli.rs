@@ -79,7 +79,15 @@ pub enum Command {
     /// Run the metadata service emulator (for demos and offline tests).
     Emulator(EmulatorArgs),
     /// A tour: an embedded emulator, a first renewal into a temp dir, and its status.
-    Demo,
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Keep the demo's directory (config, certificates, log) to look around afterwards; its
+    /// last certificate lives an hour. Without it the directory is removed at the end.
+    #[arg(long)]
+    pub keep: bool,
 }
 
 #[derive(Debug, Args)]

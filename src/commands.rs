@@ -12,7 +12,7 @@ use anyhow::Context;
 use time::OffsetDateTime;
 
 use crate::cli::{
-    CheckArgs, Cli, Command, CompletionsArgs, EmulatorArgs, IamTokenArgs, InstanceArgs, LogFormat,
+    CheckArgs, Cli, Command, CompletionsArgs, DemoArgs, EmulatorArgs, IamTokenArgs, InstanceArgs, LogFormat,
     RenewArgs, RunArgs, StatusArgs, StunnelConfigArgs, SwanctlConfigArgs, TokenArgs,
 };
 use crate::config::Config;
@@ -71,7 +71,7 @@ pub fn main(cli: Cli) -> ExitCode {
     let runtime = match cli.command {
         // The emulator serves concurrent clients; everything else is one task at a time, and
         // a single thread keeps the daemon's footprint small.
-        Command::Emulator(_) | Command::Demo => tokio::runtime::Builder::new_multi_thread()
+        Command::Emulator(_) | Command::Demo(_) => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build(),
@@ -132,7 +132,7 @@ async fn dispatch(cli: Cli) -> Outcome {
         Command::Completions(ref args) => completions(args),
         Command::Man => man(),
         Command::Emulator(args) => run_emulator(args).await,
-        Command::Demo => demo().await,
+        Command::Demo(ref args) => demo(args).await,
     }
 }
 
@@ -147,11 +147,19 @@ fn init_logging(cli: &Cli) {
         tracing_subscriber::EnvFilter::new(format!("eit_certd={default},warn"))
     });
     let style = LogStyle::from_env();
+    // The demo's numbered steps read cleanly only without log lines between them: its log
+    // goes to demo.log in its directory, unless -v asks for it on stderr.
+    let demo_to_file = matches!(cli.command, Command::Demo(_)) && cli.verbose == 0;
+    let writer = if demo_to_file {
+        tracing_subscriber::fmt::writer::BoxMakeWriter::new(DemoLog)
+    } else {
+        tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stderr)
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_target(false)
-        .with_ansi(style.colour);
+        .with_ansi(style.colour && !demo_to_file);
     // journald stamps every line itself; a second timestamp only clutters `journalctl`.
     let _ = match (cli.log_format, style.timestamps) {
         (LogFormat::Json, true) => builder.json().try_init(),
@@ -159,6 +167,23 @@ fn init_logging(cli: &Cli) {
         (LogFormat::Text, true) => builder.try_init(),
         (LogFormat::Text, false) => builder.without_time().try_init(),
     };
+}
+
+/// The demo's log file, once its directory exists; lines logged before that are dropped.
+static DEMO_LOG: std::sync::OnceLock<std::fs::File> = std::sync::OnceLock::new();
+
+/// Writes log lines to [`DEMO_LOG`].
+struct DemoLog;
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for DemoLog {
+    type Writer = Box<dyn Write + 'a>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        match DEMO_LOG.get() {
+            Some(file) => Box::new(file),
+            None => Box::new(std::io::sink()),
+        }
+    }
 }
 
 /// How log lines look, decided by where stderr goes.
@@ -530,14 +555,45 @@ pub async fn shutdown_signal() {
 const DEMO_LIFETIME: std::time::Duration = std::time::Duration::from_secs(9);
 const DEMO_ROTATIONS: usize = 3;
 
-async fn demo() -> Outcome {
+async fn demo(args: &DemoArgs) -> Outcome {
     let root = tempfile::Builder::new()
         .prefix("eit-certd-demo-")
         .tempdir()
         .context("cannot create a temporary directory")
         .map_err(failed)?
         .keep();
+    let log_path = root.join("demo.log");
+    if let Ok(file) = std::fs::File::create(&log_path) {
+        let _ = DEMO_LOG.set(file);
+    }
+    let result = demo_tour(&root, args.keep).await;
+    match &result {
+        // A failed tour keeps everything: the log says what went wrong.
+        Err(_) => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "eit-certd demo: kept {} for a look; its log is {}",
+                root.display(),
+                log_path.display()
+            );
+        }
+        Ok(_) if args.keep => {}
+        Ok(_) => {
+            if let Err(e) = std::fs::remove_dir_all(&root) {
+                tracing::warn!("cannot remove {}: {e}", root.display());
+            }
+        }
+    }
+    result
+}
+
+async fn demo_tour(root: &Path, keep: bool) -> Outcome {
     out!("eit-certd demo: everything goes under {}", root.display());
+    if keep {
+        out!("   (--keep: it stays there; the log is demo.log)");
+    } else {
+        out!("   (removed at the end; `eit-certd demo --keep` keeps it; `-v` shows the log here)");
+    }
     let emulator_dir = root.join("emulator");
     let running = emulator::start(emulator::Options {
         state_dir: Some(emulator_dir.clone()),
@@ -565,7 +621,6 @@ async fn demo() -> Outcome {
     let renewer = Renewer::new(config.clone(), client, store.clone()).map_err(failed)?;
     out!("2. `eit-certd renew`: a token, a CSR for a fresh RSA-2048 key (the default is 4096), a certificate");
     let outcome = renew_with_state(&renewer).await?;
-    drop(renewer);
     for h in &outcome.hooks {
         out!("   hook {} said: {}", h.name, h.detail);
     }
@@ -589,17 +644,6 @@ async fn demo() -> Outcome {
     ] {
         out!("     file      {}", current.join(name).display());
     }
-    out!("   inspect it with:");
-    out!(
-        "     openssl x509 -in {} -noout -subject -issuer -dates -serial",
-        current.join(store::CERT_FILE).display()
-    );
-    out!(
-        "     openssl verify -CAfile {} -untrusted {} {}",
-        emulator_dir.join("ca.pem").display(),
-        current.join(store::CHAIN_FILE).display(),
-        current.join(store::CERT_FILE).display()
-    );
 
     out!("4. `eit-certd run`: the daemon renews at 2/3 of each certificate's life and runs the hook:");
     let mut daemon = crate::daemon::Daemon::start(&config_path, None)
@@ -645,17 +689,63 @@ async fn demo() -> Outcome {
         .map_err(failed)?
         .map_err(failed)?;
 
-    out!("5. `eit-certd status` now says:");
+    // Certificates that live seconds make the commands below fail by the time they are
+    // pasted: the last one gets the service's usual lifetime.
+    running.set_max_lifetime(None);
+    let outcome = renew_with_state(&renewer).await?;
+    drop(renewer);
+    let leaf = &outcome.renewed.verified.leaf;
+    out!(
+        "5. a last `eit-certd renew --force` with the service's usual lifetime ({}), so that the \
+         files outlive the demo: serial {}",
+        humantime::format_duration(leaf.lifetime()),
+        leaf.serial_hex
+    );
+    for h in &outcome.hooks {
+        out!("       hook {} said: {}", h.name, h.detail);
+    }
+
+    out!("6. `eit-certd status` now says:");
     let now = OffsetDateTime::now_utc();
     let report = status::gather(&store, &policy, now);
     for line in report.render_text(now).lines() {
         out!("     {line}");
     }
     running.shutdown().await;
-    out!(
-        "done. Remove {} when you have looked around.",
-        root.display()
-    );
+
+    let cert = current.join(store::CERT_FILE);
+    let inspect = [
+        format!(
+            "openssl x509 -in {} -noout -subject -issuer -dates -serial",
+            cert.display()
+        ),
+        format!(
+            "openssl verify -CAfile {} -untrusted {} {}",
+            emulator_dir.join("ca.pem").display(),
+            current.join(store::CHAIN_FILE).display(),
+            cert.display()
+        ),
+        format!("eit-certd --config {} status", config_path.display()),
+    ];
+    if keep {
+        out!("inspect what it left (valid until {}):", rfc3339(leaf.not_after));
+        for c in &inspect {
+            out!("  {c}");
+        }
+    } else {
+        // Paths about to be removed would only fail when pasted.
+        out!(
+            "removed {} (`eit-certd demo --keep` keeps it, and prints `openssl x509`, `openssl \
+             verify` and `eit-certd status` commands that work on it for an hour)",
+            root.display()
+        );
+    }
+    out!("next, on a VPC instance (README \"On a real VPC instance\"):");
+    out!("  sudo eit-certd init              # writes /etc/eit-certd/config.toml to edit");
+    out!("  sudo eit-certd check --online    # the config, and a round trip to the real service");
+    out!("  sudo systemctl enable --now eit-certd && eit-certd status");
+    out!("  then point the TLS client at the current/ files: README sections \"On a real VPC");
+    out!("  instance\" (stunnel, NFS over TLS with tlshd) and \"Zonal shares (IPsec with strongSwan)\"");
     Ok(0)
 }
 
