@@ -12,8 +12,8 @@ use anyhow::Context;
 use time::OffsetDateTime;
 
 use crate::cli::{
-    CheckArgs, Cli, Command, CompletionsArgs, DemoArgs, EmulatorArgs, IamTokenArgs, InstanceArgs, LogFormat,
-    RenewArgs, RunArgs, StatusArgs, StunnelConfigArgs, SwanctlConfigArgs, TokenArgs,
+    CheckArgs, Cli, Command, CompletionsArgs, DemoArgs, EmulatorArgs, IamTokenArgs, InstanceArgs,
+    LogFormat, RenewArgs, RunArgs, StatusArgs, StunnelConfigArgs, SwanctlConfigArgs, TokenArgs,
 };
 use crate::config::Config;
 use crate::emulator;
@@ -516,9 +516,7 @@ fn completions(args: &CompletionsArgs) -> Outcome {
 fn man() -> Outcome {
     use clap::CommandFactory;
     let mut text = Vec::new();
-    clap_mangen::Man::new(Cli::command())
-        .render(&mut text)
-        .map_err(failed)?;
+    crate::manpage::render(Cli::command(), &mut text).map_err(failed)?;
     out_raw!("{}", String::from_utf8_lossy(&text));
     Ok(0)
 }
@@ -728,7 +726,10 @@ async fn demo_tour(root: &Path, keep: bool) -> Outcome {
         format!("eit-certd --config {} status", config_path.display()),
     ];
     if keep {
-        out!("inspect what it left (valid until {}):", rfc3339(leaf.not_after));
+        out!(
+            "inspect what it left (valid until {}):",
+            rfc3339(leaf.not_after)
+        );
         for c in &inspect {
             out!("  {c}");
         }

@@ -17,6 +17,7 @@ pub mod emulator;
 pub mod files;
 pub mod hooks;
 pub mod lock;
+pub mod manpage;
 pub mod metadata;
 pub mod metrics;
 pub mod pki;

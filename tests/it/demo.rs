@@ -46,7 +46,10 @@ fn demo_keep_renews_rotates_three_times_and_leaves_commands_that_work() {
     assert_eq!(out.matches("rotation ").count(), 3, "{out}");
     // Each hook run is reported once (the demo's line), not also as a log line.
     let hooks = out.matches("hook announce said: new serial").count();
-    assert_eq!(hooks, 5, "one per renewal (first, 3 rotations, last): {out}");
+    assert_eq!(
+        hooks, 5,
+        "one per renewal (first, 3 rotations, last): {out}"
+    );
     assert!(out.contains("status        valid"), "{out}");
     // Logs went to the file, not between the steps.
     for noise in [" INFO ", " DEBUG ", " WARN "] {
@@ -77,12 +80,7 @@ fn demo_keep_renews_rotates_three_times_and_leaves_commands_that_work() {
             words[0]
         };
         let o = Command::new(program).args(&words[1..]).output().unwrap();
-        assert!(
-            o.status.success(),
-            "{line}: {}{}",
-            stdout(&o),
-            stderr(&o)
-        );
+        assert!(o.status.success(), "{line}: {}{}", stdout(&o), stderr(&o));
         if words[0] == "eit-certd" {
             assert!(stdout(&o).contains("status        valid"), "{}", stdout(&o));
         }

@@ -241,3 +241,95 @@ fn sighup_after_a_fixed_config_confirms_the_reload() {
         daemon.log_text()
     );
 }
+
+#[test]
+fn man_page_has_every_subcommand_every_config_key_and_real_sections() {
+    let o = Command::new(bin()).arg("man").output().unwrap();
+    assert_exit(&o, 0);
+    let page = stdout(&o);
+    // As a reader sees it: roff escapes (\-) gone.
+    let plain = page
+        .replace("\\-", "-")
+        .replace("\\fB", "")
+        .replace("\\fR", "");
+    for section in [
+        ".SH SYNOPSIS",
+        ".SH COMMANDS",
+        ".SH EXIT STATUS",
+        ".SH FILES",
+        ".SH SIGNALS",
+        ".SH ENVIRONMENT",
+        ".SH CONFIGURATION",
+        ".SH EXAMPLES",
+    ] {
+        assert!(page.contains(section), "missing {section}");
+    }
+    // Every subcommand `--help` lists has its synopsis.
+    let help = stdout(&Command::new(bin()).arg("--help").output().unwrap());
+    let subcommands: Vec<&str> = help
+        .split("Commands:")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|&c| c != "help")
+        .collect();
+    assert!(subcommands.len() >= 10, "{subcommands:?}");
+    for c in &subcommands {
+        assert!(
+            plain.contains(&format!(".SS \"eit-certd {c}")),
+            "no synopsis for {c}"
+        );
+    }
+    // Every key of the example config (the file `init` writes), under its table.
+    let example = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/config.toml"),
+    )
+    .unwrap();
+    let mut keys = 0;
+    for line in example.lines() {
+        let body = line.trim().trim_start_matches('#').trim();
+        if let Some((key, _)) = body.split_once(" = ") {
+            if !key.is_empty() && key.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+                keys += 1;
+                assert!(
+                    plain.contains(&format!(".TP\n{key} = ")),
+                    "config key {key} missing"
+                );
+            }
+        } else if body.starts_with('[') {
+            assert!(
+                plain.contains(&format!(".SS \"{body}\"")),
+                "table {body} missing"
+            );
+        }
+    }
+    assert!(keys >= 25, "{keys}");
+    // No references to pages that are not shipped (clap_mangen's eit-certd-run(1) and friends).
+    assert!(
+        !plain.contains("eit-certd-run"),
+        "refers to eit-certd-<cmd>(1) pages"
+    );
+    // The roff is well formed: groff warns about nothing.
+    let Ok(groff) = Command::new("groff")
+        .args(["-man", "-Tutf8", "-ww", "-z"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    else {
+        eprintln!("SKIPPED: man page roff check: groff is not installed");
+        return;
+    };
+    use std::io::Write;
+    let mut groff = groff;
+    groff
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(page.as_bytes())
+        .unwrap();
+    let o = groff.wait_with_output().unwrap();
+    assert!(o.status.success() && o.stderr.is_empty(), "{}", stderr(&o));
+}
