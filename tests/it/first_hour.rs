@@ -333,3 +333,42 @@ fn man_page_has_every_subcommand_every_config_key_and_real_sections() {
     let o = groff.wait_with_output().unwrap();
     assert!(o.status.success() && o.stderr.is_empty(), "{}", stderr(&o));
 }
+
+#[test]
+fn cloud_init_example_writes_a_config_that_loads() {
+    let yaml = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/cloud-init.yaml"),
+    )
+    .unwrap();
+    // The literal block after `path: /etc/eit-certd/config.toml`, de-indented (no YAML crate:
+    // `cloud-init schema` in .ci/run checks the YAML itself).
+    let start = yaml.find("path: /etc/eit-certd/config.toml").unwrap();
+    let block = &yaml[start..];
+    let body = &block[block.find("content: |\n").unwrap() + "content: |\n".len()..];
+    let indent = body.len() - body.trim_start_matches(' ').len();
+    let toml: String = body
+        .lines()
+        .take_while(|l| l.trim().is_empty() || l.starts_with(&" ".repeat(indent)))
+        .map(|l| format!("{}\n", l.get(indent..).unwrap_or("")))
+        .collect();
+    assert!(toml.contains("[metadata]") && toml.contains("https://"), "{toml}");
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("config.toml");
+    let out = tmp.path().join("out");
+    // The same file with output.dir moved into the sandbox (the rest as the instance sees it).
+    std::fs::write(
+        &path,
+        toml.replace("/var/lib/eit-certd", out.to_str().unwrap()),
+    )
+    .unwrap();
+    let o = Command::new(bin())
+        .arg("--config")
+        .arg(&path)
+        .args(["status", "--json"])
+        .output()
+        .unwrap();
+    // Loaded (not exit 2), and nothing is installed yet.
+    assert_exit(&o, 3);
+    let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(json["health"], "missing");
+}
