@@ -351,7 +351,10 @@ fn cloud_init_example_writes_a_config_that_loads() {
         .take_while(|l| l.trim().is_empty() || l.starts_with(&" ".repeat(indent)))
         .map(|l| format!("{}\n", l.get(indent..).unwrap_or("")))
         .collect();
-    assert!(toml.contains("[metadata]") && toml.contains("https://"), "{toml}");
+    assert!(
+        toml.contains("[metadata]") && toml.contains("https://"),
+        "{toml}"
+    );
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("config.toml");
     let out = tmp.path().join("out");
