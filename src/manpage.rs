@@ -11,7 +11,7 @@ use std::io::Write;
 
 /// Renders the page as roff.
 pub fn render(cmd: clap::Command, w: &mut dyn Write) -> std::io::Result<()> {
-    let man = clap_mangen::Man::new(cmd.clone()).date(env!("CARGO_PKG_VERSION"));
+    let man = clap_mangen::Man::new(cmd.clone());
     man.render_title(w)?;
     man.render_name_section(w)?;
     man.render_synopsis_section(w)?;
