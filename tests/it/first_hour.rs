@@ -375,3 +375,43 @@ fn cloud_init_example_writes_a_config_that_loads() {
     let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(json["health"], "missing");
 }
+
+#[test]
+fn check_refuses_an_output_dir_on_a_read_only_mount() {
+    let tmpfs = match Tmpfs::mount("1m") {
+        Ok(t) => t,
+        Err(reason) => {
+            eprintln!("SKIPPED: check_refuses_an_output_dir_on_a_read_only_mount: {reason}");
+            return;
+        }
+    };
+    let config = tempfile::tempdir().unwrap();
+    let path = config.path().join("config.toml");
+    let out = tmpfs.path.join("out");
+    std::fs::write(&path, format!("[output]\ndir = \"{}\"\n", out.display())).unwrap();
+    let check = || {
+        Command::new(bin())
+            .arg("--config")
+            .arg(&path)
+            .arg("check")
+            .output()
+            .unwrap()
+    };
+    // Writable first: the same directory passes, so the refusal below is the mount's doing.
+    let o = check();
+    assert!(
+        !stdout(&o).contains("read-only"),
+        "{}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    tmpfs.remount("ro");
+    let o = check();
+    tmpfs.remount("rw");
+    assert_exit(&o, 2);
+    let text = stdout(&o);
+    assert!(
+        text.contains("output.dir") && text.contains("read-only"),
+        "{text}"
+    );
+}
