@@ -178,7 +178,14 @@ fn check_output_dir(dir: &Path, problems: &mut Vec<Problem>) {
             "point output.dir at a directory",
         )),
         Ok(_) => {
-            if nix::unistd::access(existing, nix::unistd::AccessFlags::W_OK).is_err() {
+            if let Some(why) = unfit_file_system(existing) {
+                problems.push(problem(
+                    "output.dir",
+                    format!("{} {why}", existing.display()),
+                    "point output.dir at a directory on a real, writable file system, e.g. \
+                     /etc/eit-certd/certs",
+                ));
+            } else if nix::unistd::access(existing, nix::unistd::AccessFlags::W_OK).is_err() {
                 problems.push(problem(
                     "output.dir",
                     format!("{} is not writable by this user", existing.display()),
@@ -192,6 +199,30 @@ fn check_output_dir(dir: &Path, problems: &mut Vec<Problem>) {
             "create it",
         )),
     }
+}
+
+/// Why the file system holding `dir` cannot keep certificates: a kernel's virtual file system
+/// (root may "write" to /proc, but nothing lands on disk) or one mounted read-only.
+fn unfit_file_system(dir: &Path) -> Option<String> {
+    use nix::sys::statfs::{self, FsType};
+    const VIRTUAL: [(FsType, &str); 8] = [
+        (statfs::PROC_SUPER_MAGIC, "proc"),
+        (statfs::SYSFS_MAGIC, "sysfs"),
+        (statfs::DEBUGFS_MAGIC, "debugfs"),
+        (statfs::TRACEFS_MAGIC, "tracefs"),
+        (statfs::SECURITYFS_MAGIC, "securityfs"),
+        (statfs::CGROUP_SUPER_MAGIC, "cgroup"),
+        (statfs::CGROUP2_SUPER_MAGIC, "cgroup2"),
+        (statfs::DEVPTS_SUPER_MAGIC, "devpts"),
+    ];
+    let fs = statfs::statfs(dir).ok()?;
+    if let Some((_, name)) = VIRTUAL.iter().find(|(t, _)| *t == fs.filesystem_type()) {
+        return Some(format!("is on the kernel's virtual {name} file system"));
+    }
+    let vfs = nix::sys::statvfs::statvfs(dir).ok()?;
+    vfs.flags()
+        .contains(nix::sys::statvfs::FsFlags::ST_RDONLY)
+        .then(|| "is on a file system mounted read-only".to_string())
 }
 
 /// Installed key files must not be readable by others.

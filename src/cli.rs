@@ -83,7 +83,16 @@ pub enum Command {
     Emulator(EmulatorArgs),
     /// A tour: an embedded emulator, a first renewal into a temp dir, and its status.
     #[cfg(feature = "emulator")]
-    Demo,
+    Demo(DemoArgs),
+}
+
+#[cfg(feature = "emulator")]
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Keep the demo's directory (config, certificates, log) to look around afterwards; its
+    /// last certificate lives an hour. Without it the directory is removed at the end.
+    #[arg(long)]
+    pub keep: bool,
 }
 
 #[derive(Debug, Args)]

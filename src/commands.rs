@@ -11,12 +11,12 @@ use std::process::ExitCode;
 use anyhow::Context;
 use time::OffsetDateTime;
 
-#[cfg(feature = "emulator")]
-use crate::cli::EmulatorArgs;
 use crate::cli::{
     CheckArgs, Cli, Command, CompletionsArgs, IamTokenArgs, InstanceArgs, LogFormat, RenewArgs,
     RunArgs, StatusArgs, StunnelConfigArgs, SwanctlConfigArgs, TokenArgs,
 };
+#[cfg(feature = "emulator")]
+use crate::cli::{DemoArgs, EmulatorArgs};
 use crate::config::Config;
 #[cfg(feature = "emulator")]
 use crate::emulator;
@@ -77,7 +77,7 @@ pub fn main(cli: Cli) -> ExitCode {
         // The emulator serves concurrent clients; everything else is one task at a time, and
         // a single thread keeps the daemon's footprint small.
         #[cfg(feature = "emulator")]
-        Command::Emulator(_) | Command::Demo => tokio::runtime::Builder::new_multi_thread()
+        Command::Emulator(_) | Command::Demo(_) => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build(),
@@ -137,7 +137,7 @@ async fn dispatch(cli: Cli) -> Outcome {
         #[cfg(feature = "emulator")]
         Command::Emulator(args) => run_emulator(args).await,
         #[cfg(feature = "emulator")]
-        Command::Demo => demo().await,
+        Command::Demo(ref args) => demo(args).await,
     }
 }
 
@@ -151,14 +151,63 @@ fn init_logging(cli: &Cli) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(format!("eit_certd={default},warn"))
     });
+    let style = LogStyle::from_env();
+    // The demo's numbered steps read cleanly only without log lines between them: its log
+    // goes to demo.log in its directory, unless -v asks for it on stderr.
+    let demo_to_file = matches!(cli.command, Command::Demo(_)) && cli.verbose == 0;
+    let writer = if demo_to_file {
+        tracing_subscriber::fmt::writer::BoxMakeWriter::new(DemoLog)
+    } else {
+        tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stderr)
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false);
-    let _ = match cli.log_format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
+        .with_writer(writer)
+        .with_target(false)
+        .with_ansi(style.colour && !demo_to_file);
+    // journald stamps every line itself; a second timestamp only clutters `journalctl`.
+    let _ = match (cli.log_format, style.timestamps) {
+        (LogFormat::Json, true) => builder.json().try_init(),
+        (LogFormat::Json, false) => builder.json().without_time().try_init(),
+        (LogFormat::Text, true) => builder.try_init(),
+        (LogFormat::Text, false) => builder.without_time().try_init(),
     };
+}
+
+/// The demo's log file, once its directory exists; lines logged before that are dropped.
+static DEMO_LOG: std::sync::OnceLock<std::fs::File> = std::sync::OnceLock::new();
+
+/// Writes log lines to [`DEMO_LOG`].
+struct DemoLog;
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for DemoLog {
+    type Writer = Box<dyn Write + 'a>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        match DEMO_LOG.get() {
+            Some(file) => Box::new(file),
+            None => Box::new(std::io::sink()),
+        }
+    }
+}
+
+/// How log lines look, decided by where stderr goes.
+struct LogStyle {
+    /// ANSI colour: only on a terminal, and never when `NO_COLOR` is set (no-color.org).
+    colour: bool,
+    /// Own timestamps: not when stderr is journald's stream (`JOURNAL_STREAM`), which adds them.
+    timestamps: bool,
+}
+
+impl LogStyle {
+    fn from_env() -> Self {
+        use std::io::IsTerminal;
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        LogStyle {
+            colour: !no_color && std::io::stderr().is_terminal(),
+            timestamps: std::env::var_os("JOURNAL_STREAM").is_none(),
+        }
+    }
 }
 
 fn load_config(path: &Path) -> Result<Config, Failure> {
@@ -332,9 +381,26 @@ async fn check(config_path: &Path, args: &CheckArgs) -> Outcome {
 }
 
 fn init(path: &Path) -> Outcome {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+    // A fresh machine has no /etc/eit-certd/: the missing-config error sends people here.
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(parent)
+            .map_err(|e| {
+                usage(anyhow::anyhow!(
+                    "cannot create the directory {}: {e}",
+                    parent.display()
+                ))
+            })?;
+    }
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
+        // Not secret (no key in it), and `status`/`check` without root read it: 0644, not
+        // whatever the umask leaves.
+        .mode(0o644)
         .open(path)
         .map_err(|e| {
             let hint = if e.kind() == std::io::ErrorKind::AlreadyExists {
@@ -347,7 +413,8 @@ fn init(path: &Path) -> Outcome {
                 path.display()
             ))
         })?;
-    file.write_all(crate::config::EXAMPLE.as_bytes())
+    file.set_permissions(std::fs::Permissions::from_mode(0o644))
+        .and_then(|()| file.write_all(crate::config::EXAMPLE.as_bytes()))
         .with_context(|| format!("cannot write {}", path.display()))
         .map_err(failed)?;
     out!(
@@ -460,9 +527,7 @@ fn completions(args: &CompletionsArgs) -> Outcome {
 fn man() -> Outcome {
     use clap::CommandFactory;
     let mut text = Vec::new();
-    clap_mangen::Man::new(Cli::command())
-        .render(&mut text)
-        .map_err(failed)?;
+    crate::manpage::render(Cli::command(), &mut text).map_err(failed)?;
     out_raw!("{}", String::from_utf8_lossy(&text));
     Ok(0)
 }
@@ -504,14 +569,45 @@ const DEMO_LIFETIME: std::time::Duration = std::time::Duration::from_secs(9);
 const DEMO_ROTATIONS: usize = 3;
 
 #[cfg(feature = "emulator")]
-async fn demo() -> Outcome {
+async fn demo(args: &DemoArgs) -> Outcome {
     let root = tempfile::Builder::new()
         .prefix("eit-certd-demo-")
         .tempdir()
         .context("cannot create a temporary directory")
         .map_err(failed)?
         .keep();
+    let log_path = root.join("demo.log");
+    if let Ok(file) = std::fs::File::create(&log_path) {
+        let _ = DEMO_LOG.set(file);
+    }
+    let result = demo_tour(&root, args.keep).await;
+    match &result {
+        // A failed tour keeps everything: the log says what went wrong.
+        Err(_) => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "eit-certd demo: kept {} for a look; its log is {}",
+                root.display(),
+                log_path.display()
+            );
+        }
+        Ok(_) if args.keep => {}
+        Ok(_) => {
+            if let Err(e) = std::fs::remove_dir_all(&root) {
+                tracing::warn!("cannot remove {}: {e}", root.display());
+            }
+        }
+    }
+    result
+}
+
+async fn demo_tour(root: &Path, keep: bool) -> Outcome {
     out!("eit-certd demo: everything goes under {}", root.display());
+    if keep {
+        out!("   (--keep: it stays there; the log is demo.log)");
+    } else {
+        out!("   (removed at the end; `eit-certd demo --keep` keeps it; `-v` shows the log here)");
+    }
     let emulator_dir = root.join("emulator");
     let running = emulator::start(emulator::Options {
         state_dir: Some(emulator_dir.clone()),
@@ -539,7 +635,6 @@ async fn demo() -> Outcome {
     let renewer = Renewer::new(config.clone(), client, store.clone()).map_err(failed)?;
     out!("2. `eit-certd renew`: a token, a CSR for a fresh RSA-2048 key (the default is 4096), a certificate");
     let outcome = renew_with_state(&renewer).await?;
-    drop(renewer);
     for h in &outcome.hooks {
         out!("   hook {} said: {}", h.name, h.detail);
     }
@@ -563,17 +658,6 @@ async fn demo() -> Outcome {
     ] {
         out!("     file      {}", current.join(name).display());
     }
-    out!("   inspect it with:");
-    out!(
-        "     openssl x509 -in {} -noout -subject -issuer -dates -serial",
-        current.join(store::CERT_FILE).display()
-    );
-    out!(
-        "     openssl verify -CAfile {} -untrusted {} {}",
-        emulator_dir.join("ca.pem").display(),
-        current.join(store::CHAIN_FILE).display(),
-        current.join(store::CERT_FILE).display()
-    );
 
     out!("4. `eit-certd run`: the daemon renews at 2/3 of each certificate's life and runs the hook:");
     let mut daemon = crate::daemon::Daemon::start(&config_path, None)
@@ -619,17 +703,66 @@ async fn demo() -> Outcome {
         .map_err(failed)?
         .map_err(failed)?;
 
-    out!("5. `eit-certd status` now says:");
+    // Certificates that live seconds make the commands below fail by the time they are
+    // pasted: the last one gets the service's usual lifetime.
+    running.set_max_lifetime(None);
+    let outcome = renew_with_state(&renewer).await?;
+    drop(renewer);
+    let leaf = &outcome.renewed.verified.leaf;
+    out!(
+        "5. a last `eit-certd renew --force` with the service's usual lifetime ({}), so that the \
+         files outlive the demo: serial {}",
+        humantime::format_duration(leaf.lifetime()),
+        leaf.serial_hex
+    );
+    for h in &outcome.hooks {
+        out!("       hook {} said: {}", h.name, h.detail);
+    }
+
+    out!("6. `eit-certd status` now says:");
     let now = OffsetDateTime::now_utc();
     let report = status::gather(&store, &policy, now);
     for line in report.render_text(now).lines() {
         out!("     {line}");
     }
     running.shutdown().await;
-    out!(
-        "done. Remove {} when you have looked around.",
-        root.display()
-    );
+
+    let cert = current.join(store::CERT_FILE);
+    let inspect = [
+        format!(
+            "openssl x509 -in {} -noout -subject -issuer -dates -serial",
+            cert.display()
+        ),
+        format!(
+            "openssl verify -CAfile {} -untrusted {} {}",
+            emulator_dir.join("ca.pem").display(),
+            current.join(store::CHAIN_FILE).display(),
+            cert.display()
+        ),
+        format!("eit-certd --config {} status", config_path.display()),
+    ];
+    if keep {
+        out!(
+            "inspect what it left (valid until {}):",
+            rfc3339(leaf.not_after)
+        );
+        for c in &inspect {
+            out!("  {c}");
+        }
+    } else {
+        // Paths about to be removed would only fail when pasted.
+        out!(
+            "removed {} (`eit-certd demo --keep` keeps it, and prints `openssl x509`, `openssl \
+             verify` and `eit-certd status` commands that work on it for an hour)",
+            root.display()
+        );
+    }
+    out!("next, on a VPC instance (README \"On a real VPC instance\"):");
+    out!("  sudo eit-certd init              # writes /etc/eit-certd/config.toml to edit");
+    out!("  sudo eit-certd check --online    # the config, and a round trip to the real service");
+    out!("  sudo systemctl enable --now eit-certd && eit-certd status");
+    out!("  then point the TLS client at the current/ files: README sections \"On a real VPC");
+    out!("  instance\" (stunnel, NFS over TLS with tlshd) and \"Zonal shares (IPsec with strongSwan)\"");
     Ok(0)
 }
 

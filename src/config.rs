@@ -317,7 +317,7 @@ impl Config {
                 path: path.to_path_buf(),
                 line,
                 snippet,
-                message: e.message().to_string(),
+                message: crate::config_words::explain(text, e.span().map(|s| s.start), e.message()),
             }
         })?;
         config.check(path)?;

@@ -233,14 +233,14 @@ impl Daemon {
                 );
             }
             Ok(Some(set)) => {
-                let why = if set.key_matches {
+                let why = if set.key_matches() {
                     "has expired"
                 } else {
                     "does not match its key"
                 };
                 // An expired set that we installed ourselves moments ago is what a service
                 // issuing near-expired certificates leaves: the rate floor still applies.
-                let (at, held) = if set.key_matches {
+                let (at, held) = if set.key_matches() {
                     self.policy().rate_limited(now, self.state.last_success)
                 } else {
                     (now, false)
@@ -546,7 +546,7 @@ impl Daemon {
         match self.renewer.store().read_current() {
             Ok(Some(set)) if set.is_usable(now) => {}
             // Expired, yet ours and whole: the schedule (with its rate floor) has it in hand.
-            Ok(Some(set)) if set.key_matches => {}
+            Ok(Some(set)) if set.key_matches() => {}
             Ok(_) | Err(_) => {
                 tracing::warn!(
                     "the installed certificate set was removed or damaged; repairing it now"
@@ -567,7 +567,8 @@ impl Daemon {
             }
         };
         if config == self.config {
-            tracing::debug!("configuration unchanged");
+            // Also the answer after a bad file was fixed back: say so, or the fix looks ignored.
+            tracing::info!(path = %self.config_path.display(), "configuration reloaded (unchanged)");
             match self.renewer.reload_anchors() {
                 Ok(true) => {
                     tracing::info!("trust anchors reloaded");

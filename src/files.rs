@@ -56,6 +56,11 @@ impl ReadError {
         matches!(self, ReadError::Io { cause, .. } if cause.kind() == std::io::ErrorKind::NotFound)
     }
 
+    /// We may not open the file (its mode or owner keeps us out), as opposed to it being bad.
+    pub fn is_permission_denied(&self) -> bool {
+        matches!(self, ReadError::Io { cause, .. } if cause.kind() == std::io::ErrorKind::PermissionDenied)
+    }
+
     pub fn path(&self) -> &Path {
         match self {
             ReadError::Io { path, .. }

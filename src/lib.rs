@@ -24,12 +24,14 @@ pub mod check;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod config_words;
 pub mod daemon;
 #[cfg(feature = "emulator")]
 pub use eit_certd_emulator as emulator;
 pub mod files;
 pub mod hooks;
 pub mod lock;
+pub mod manpage;
 pub mod metadata;
 pub mod metrics;
 pub mod pki;

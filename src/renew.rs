@@ -483,7 +483,7 @@ fn installed_public_key(store: &Store) -> Option<Vec<u8>> {
 /// The installed key, when it parses and matches the installed certificate.
 fn installed_key(store: &Store) -> Option<PrivateKey> {
     let set = store.read_current().ok().flatten()?;
-    if !set.key_matches {
+    if !set.key_matches() {
         return None;
     }
     let pem = zeroize::Zeroizing::new(std::fs::read(set.dir.join(crate::store::KEY_FILE)).ok()?);

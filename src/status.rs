@@ -14,7 +14,7 @@ use crate::pki::validate::rfc3339;
 use crate::pki::TrustAnchors;
 use crate::schedule::Policy;
 use crate::state::State;
-use crate::store::{self, CurrentSet, Store};
+use crate::store::{self, CurrentSet, KeyCheck, Store};
 
 /// Health, ordered from good to bad; the exit code follows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -52,7 +52,11 @@ pub struct Installed {
     pub not_after: OffsetDateTime,
     pub lifetime_seconds: u64,
     pub remaining_seconds: u64,
-    pub key_matches: bool,
+    /// `null` when the key could not be read (see `key_unchecked`): neither sound nor broken.
+    pub key_matches: Option<bool>,
+    /// Why the key was not checked against the certificate (no permission to read it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_unchecked: Option<String>,
     pub files: Files,
 }
 
@@ -185,7 +189,7 @@ pub fn build(
     if let (at, true) = policy.rate_limited(due, report.state.last_success) {
         report.held_back_until = Some(at);
     }
-    report.health = if !set.key_matches {
+    report.health = if set.key == KeyCheck::Mismatch {
         report.problem = Some(format!(
             "{} does not hold the key of {}; run `eit-certd renew --force`",
             files.key.display(),
@@ -210,7 +214,15 @@ pub fn build(
         not_after: leaf.not_after,
         lifetime_seconds: leaf.lifetime().as_secs(),
         remaining_seconds: leaf.remaining(now).as_secs(),
-        key_matches: set.key_matches,
+        key_matches: match set.key {
+            KeyCheck::Matches => Some(true),
+            KeyCheck::Mismatch => Some(false),
+            KeyCheck::Unreadable(_) => None,
+        },
+        key_unchecked: match &set.key {
+            KeyCheck::Unreadable(why) => Some(why.clone()),
+            _ => None,
+        },
         files,
     });
     report
@@ -284,6 +296,14 @@ impl Report {
             );
             let _ = writeln!(out, "generation    {}", i.generation);
             let _ = writeln!(out, "key           {}", i.files.key.display());
+            if let Some(why) = &i.key_unchecked {
+                // What we could not check, rather than a false alarm: the key is 0600 root.
+                let _ = writeln!(
+                    out,
+                    "key check     NOT CHECKED: {why}; the certificate was checked, the key was \
+                     not (run `sudo eit-certd status` to check that the key matches)"
+                );
+            }
             let _ = writeln!(out, "certificate   {}", i.files.cert.display());
             let _ = writeln!(out, "chain         {}", i.files.chain.display());
             let _ = writeln!(out, "fullchain     {}", i.files.fullchain.display());
@@ -415,6 +435,14 @@ mod tests {
     }
 
     fn set(key_matches: bool) -> CurrentSet {
+        with_key(if key_matches {
+            KeyCheck::Matches
+        } else {
+            KeyCheck::Mismatch
+        })
+    }
+
+    fn with_key(key: KeyCheck) -> CurrentSet {
         CurrentSet {
             dir: PathBuf::from("/o/generations/g1"),
             id: "g1".into(),
@@ -427,7 +455,7 @@ mod tests {
                 issuer: "CN=int".into(),
                 public_key_der: vec![],
             },
-            key_matches,
+            key,
         }
     }
 
@@ -445,6 +473,10 @@ mod tests {
         assert_eq!(health(Ok(Some(set(true))), late), Health::Due);
         assert_eq!(health(Ok(Some(set(true))), after), Health::Expired);
         assert_eq!(health(Ok(Some(set(false))), early), Health::Broken);
+        // An unreadable key (status without root) is not evidence of a broken set.
+        let unreadable = || Ok(Some(with_key(KeyCheck::Unreadable("denied".into()))));
+        assert_eq!(health(unreadable(), early), Health::Valid);
+        assert_eq!(health(unreadable(), after), Health::Expired);
         assert_eq!(health(Ok(None), early), Health::Missing);
         assert_eq!(health(Err("x".into()), early), Health::Broken);
         assert_eq!(Health::Valid.exit_code(), 0);

@@ -106,15 +106,32 @@ pub struct CurrentSet {
     pub dir: PathBuf,
     pub id: String,
     pub leaf: LeafInfo,
-    /// `key.pem` parses and is the key of `cert.pem`.
-    pub key_matches: bool,
+    /// Whether `key.pem` parses and is the key of `cert.pem`, as far as we could tell.
+    pub key: KeyCheck,
 }
 
 impl CurrentSet {
     /// Whether a TLS client can use this set at `now`: the key matches and it has not expired.
     pub fn is_usable(&self, now: OffsetDateTime) -> bool {
-        self.key_matches && now < self.leaf.not_after
+        self.key_matches() && now < self.leaf.not_after
     }
+
+    /// The key was read and is the certificate's key (not merely "not known to be wrong").
+    pub fn key_matches(&self) -> bool {
+        self.key == KeyCheck::Matches
+    }
+}
+
+/// The outcome of checking `key.pem` against `cert.pem`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyCheck {
+    /// The key parses and its public half is the certificate's.
+    Matches,
+    /// The key is missing, does not parse, is not a regular file, or is another key.
+    Mismatch,
+    /// We may not read the key (0600, another owner: `status` run without root); the set may
+    /// well be sound. The text says why, for the person reading `status`.
+    Unreadable(String),
 }
 
 /// One installed generation.
@@ -272,18 +289,29 @@ impl Store {
             cause: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
         })?;
         let key_path = generation.file(KEY_FILE);
-        let key_matches = match files::read_secret(&key_path, Links::Refuse, files::limit::KEY) {
-            Ok(bytes) => PrivateKey::from_pem(&bytes)
-                .and_then(|k| k.public_key_der())
-                .map(|der| der == leaf.public_key_der)
-                .unwrap_or(false),
-            Err(_) => false,
+        let key = match files::read_secret(&key_path, Links::Refuse, files::limit::KEY) {
+            Ok(bytes) => {
+                let matches = PrivateKey::from_pem(&bytes)
+                    .and_then(|k| k.public_key_der())
+                    .is_ok_and(|der| der == leaf.public_key_der);
+                if matches {
+                    KeyCheck::Matches
+                } else {
+                    KeyCheck::Mismatch
+                }
+            }
+            Err(e) if e.is_permission_denied() => KeyCheck::Unreadable(format!(
+                "{} is not readable by uid {} (permission denied)",
+                key_path.display(),
+                nix::unistd::geteuid()
+            )),
+            Err(_) => KeyCheck::Mismatch,
         };
         Ok(Some(CurrentSet {
             dir: generation.dir,
             id: generation.id,
             leaf,
-            key_matches,
+            key,
         }))
     }
 
@@ -695,7 +723,7 @@ mod tests {
         let generation = store.install(&key, &v).unwrap();
         let current = store.read_current().unwrap().unwrap();
         assert_eq!(current.id, generation.id);
-        assert!(current.key_matches);
+        assert!(current.key_matches());
         assert_eq!(current.leaf.serial_hex, v.leaf.serial_hex);
         let g = &generation;
         assert_eq!(mode(&g.file(KEY_FILE)), 0o600);

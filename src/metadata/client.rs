@@ -154,8 +154,10 @@ impl TransportFailure {
             ),
             TransportFailure::TlsUntrusted => (
                 "could not verify the server",
-                "the server's TLS certificate is not signed by a CA this host trusts (nor by \
-                 metadata.ca_file when it is set): set metadata.ca_file to the CA that signed it",
+                "the server's TLS certificate is not signed by a trusted CA: when metadata.ca_file \
+                 is set, only that file is trusted and it holds the wrong CA (point it at the CA \
+                 that signed the server's certificate); when it is not set, this host's CA roots \
+                 do not cover the server (set metadata.ca_file to the CA that signed it)",
             ),
             TransportFailure::NotTls => (
                 "got no TLS answer",

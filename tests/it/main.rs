@@ -10,6 +10,7 @@ mod crash;
 mod daemon;
 mod demo;
 mod faults;
+mod first_hour;
 mod hook_scripts;
 mod hostile_fs;
 mod hostile_inputs;

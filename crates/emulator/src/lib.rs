@@ -170,7 +170,7 @@ pub async fn start(opts: Options) -> Result<Running, EmulatorError> {
     let (stop, stop_rx) = watch::channel(false);
     let shared = Arc::new(Shared {
         instance_id: opts.instance_id,
-        max_lifetime: opts.max_lifetime,
+        max_lifetime: Mutex::new(opts.max_lifetime),
         authority,
         tokens: Mutex::new(TokenStore::default()),
         journal: Journal::default(),
@@ -221,6 +221,16 @@ impl Running {
     /// behaves normally again.
     pub fn set_fault(&self, fault: Fault, count: Option<u32>) {
         self.shared.faults.set(fault, count);
+    }
+
+    /// Changes the cap on issued certificate lifetimes (`None`: what the client asks for).
+    pub fn set_max_lifetime(&self, cap: Option<Duration>) {
+        // The lock only guards a plain value: a poisoned lock still holds a valid one.
+        *self
+            .shared
+            .max_lifetime
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = cap;
     }
 
     /// The API calls the emulator has served, oldest first (the last 1000).

@@ -323,7 +323,11 @@ fn issue_certificate(
         return Ok(answer);
     }
     // A cap below one second would make an already-expired certificate.
-    let lifetime = match shared.max_lifetime {
+    let cap = *shared
+        .max_lifetime
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let lifetime = match cap {
         Some(cap) => requested.min(cap.as_secs().max(1)),
         None => requested,
     };

@@ -13,8 +13,9 @@ use super::tokens::TokenStore;
 pub(crate) struct Shared {
     /// Becomes the CN of every issued certificate (e.g. `0717_eb1b7391-...`).
     pub instance_id: String,
-    /// Upper bound on issued certificate lifetimes, whatever the client asks for.
-    pub max_lifetime: Option<Duration>,
+    /// Upper bound on issued certificate lifetimes, whatever the client asks for (changed at
+    /// run time by [`super::Running::set_max_lifetime`]).
+    pub max_lifetime: Mutex<Option<Duration>>,
     pub authority: Authority,
     pub tokens: Mutex<TokenStore>,
     pub journal: Journal,
