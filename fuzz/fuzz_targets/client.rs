@@ -23,7 +23,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use eit_certd::config::MetadataConfig;
-use eit_certd::metadata::api::{TokenResponse, TrustedProfileRef};
+use eit_certd::metadata::api::TrustedProfileRef;
 use eit_certd::metadata::client::{Client, ClientError};
 use libfuzzer_sys::fuzz_target;
 

@@ -6,7 +6,8 @@ use std::sync::OnceLock;
 
 use eit_certd::config::CertificateConfig;
 use eit_certd::hooks::HookEnv;
-use eit_certd::pki::validate::{validate, Anchor, LeafInfo, Rejection, Verified, DEFAULT_SKEW};
+use eit_certd::pki::validate::{validate, LeafInfo, Rejection, Verified, DEFAULT_SKEW};
+use eit_certd::pki::TrustAnchors;
 use eit_certd::schedule::Policy;
 use eit_certd::status;
 use time::macros::datetime;
@@ -18,7 +19,7 @@ const FIXED_NOW: OffsetDateTime = datetime!(2026-01-01 00:00 UTC);
 
 struct Fixtures {
     our_key_der: Vec<u8>,
-    anchor: Anchor,
+    anchor: TrustAnchors,
     policy: Policy,
 }
 
@@ -30,8 +31,11 @@ fn fixtures() -> &'static Fixtures {
                 .expect("fixtures/our-key.pub.pem is a public key");
         Fixtures {
             our_key_der: key.public_key_to_der().expect("DER encoding"),
-            anchor: Anchor::from_pem(include_bytes!("../fixtures/anchor.pem"))
-                .expect("fixtures/anchor.pem is a certificate"),
+            anchor: TrustAnchors::from_pem(
+                include_bytes!("../fixtures/anchor.pem"),
+                Path::new("fixtures/anchor.pem"),
+            )
+            .expect("fixtures/anchor.pem is a certificate"),
             policy: Policy::from(&CertificateConfig::default()),
         }
     })
@@ -42,7 +46,7 @@ pub fn certificates(certs: &[String]) {
     // Each element alone, as an installed cert.pem or a configured trust anchor is read.
     let mut first = None;
     for (i, pem) in certs.iter().enumerate() {
-        let _ = Anchor::from_pem(pem.as_bytes());
+        let _ = TrustAnchors::from_pem(pem.as_bytes(), Path::new("certificates[i]"));
         if let Ok(info) = LeafInfo::from_pem(pem.as_bytes()) {
             leaf_consumers(&info, &f.policy);
             if i == 0 {
