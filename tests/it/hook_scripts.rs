@@ -7,6 +7,7 @@
 use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::thread::sleep;
@@ -88,14 +89,27 @@ impl Trapped {
     fn start(dir: &Path, name: &str, program: &Path) -> Trapped {
         let hup = dir.join(format!("{name}.hup"));
         let ready = dir.join(format!("{name}.ready"));
-        let child = Command::new(program)
+        let mut command = Command::new(program);
+        command
             .arg("-c")
             .arg(r#"trap 'echo HUP >> "$F"' HUP; : > "$R"; while :; do sleep 0.1; done"#)
             .env("F", &hup)
             .env("R", &ready)
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
+            .stdin(Stdio::null());
+        // A shell cannot trap a signal that was ignored when it started (POSIX), and a test
+        // run under `nohup` ignores SIGHUP: give the child the default disposition.
+        // SAFETY: only `signal(2)`, which is async-signal-safe, runs between fork and exec.
+        unsafe {
+            command.pre_exec(|| {
+                nix::sys::signal::signal(
+                    nix::sys::signal::Signal::SIGHUP,
+                    nix::sys::signal::SigHandler::SigDfl,
+                )
+                .map(|_| ())
+                .map_err(std::io::Error::from)
+            });
+        }
+        let child = command.spawn().unwrap();
         // Only signal it once the trap is in place (before that, SIGHUP would kill it).
         wait_until(&format!("{name} to set its trap"), || ready.exists());
         Trapped { child, hup }
