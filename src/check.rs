@@ -10,8 +10,9 @@ use time::OffsetDateTime;
 
 use crate::config::{Config, Endpoint};
 use crate::metadata::client::Client;
-use crate::pki::validate;
-use crate::pki::{csr, PrivateKey, TrustAnchors};
+use crate::pki::{PrivateKey, TrustAnchors};
+use crate::renew::Renewer;
+use crate::spare::Prepared;
 use crate::store::{self, Store};
 
 /// One problem: the key it is about, what is wrong, and how to fix it.
@@ -254,26 +255,24 @@ fn check_installed_modes(config: &Config, problems: &mut Vec<Problem>) {
     }
 }
 
-/// Token, CSR, certificate and validation against the live service; installs nothing.
+/// Token, CSR, certificate and validation against the live service, through the renewal
+/// pipeline itself ([`Renewer::dry_run`]): the same requests and checks as a renewal, with
+/// nothing installed.
 pub async fn online(config: &Config) -> anyhow::Result<String> {
     let client = Client::connect(&config.metadata)?;
     client.token().await?;
-    let key = PrivateKey::generate_blocking(config.certificate.key_bits.0).await?;
-    let csr = csr::build(&key, &config.certificate.subject)?;
-    let issued = client
-        .request_certificate(&csr, config.certificate.lifetime.0)
-        .await?;
-    let anchors = TrustAnchors::load(&config.certificate)?;
-    let verified = validate::validate(
-        &issued.response.certificates,
-        &key.public_key_der()?,
-        anchors.as_ref(),
-        OffsetDateTime::now_utc(),
-        validate::DEFAULT_SKEW,
+    let store = Store::new(
+        &config.output.dir,
+        config.output.keep.0,
+        config.output.group.as_deref(),
     )?;
+    let renewer = Renewer::new(config.clone(), client, store)?;
+    let key = PrivateKey::generate_blocking(config.certificate.key_bits.0).await?;
+    let prepared = Prepared::new(key, &config.certificate.subject)?;
+    let verified = renewer.dry_run(prepared).await?;
     Ok(format!(
         "online: {} answered; a token and a test certificate (serial {}, lifetime {}) validated; nothing was installed",
-        client.base_url(),
+        renewer.client().base_url(),
         verified.leaf.serial_hex,
         humantime::format_duration(verified.leaf.lifetime())
     ))

@@ -244,21 +244,27 @@ impl Renewer {
         Ok(renewed)
     }
 
-    /// [`Renewer::renew`] with the CSR already signed: the critical path is the round trip.
-    pub async fn renew_prepared(&self, prepared: Prepared) -> Result<Renewed, RenewError> {
-        let Prepared { key, csr_pem, .. } = prepared;
+    /// The pipeline without the install, for `check --online`: the certificate request and
+    /// the validation for `prepared`, exactly as a renewal makes them; nothing is written.
+    pub async fn dry_run(&self, prepared: Prepared) -> Result<Verified, RenewError> {
         let mut timings = Timings::default();
-        // A `current` that is not our symlink is refused before anything is requested, and so
-        // is a swanctl path that is not ours.
-        self.store.current_generation()?;
-        let swanctl = crate::swanctl::Layout::from_config(&self.config);
-        if let Some(layout) = &swanctl {
-            layout.preflight()?;
-        }
+        let (verified, _) = self
+            .issue(&prepared.key, &prepared.csr_pem, &mut timings)
+            .await?;
+        Ok(verified)
+    }
+
+    /// Certificate request and validation: the steps a renewal and a dry run share.
+    async fn issue(
+        &self,
+        key: &PrivateKey,
+        csr_pem: &str,
+        timings: &mut Timings,
+    ) -> Result<(Verified, crate::metadata::client::Issued), RenewError> {
         let mut lap = std::time::Instant::now();
         let issued = self
             .client
-            .request_certificate(&csr_pem, self.config.certificate.lifetime.0)
+            .request_certificate(csr_pem, self.config.certificate.lifetime.0)
             .await?;
         timings.request = lap.elapsed();
         lap = std::time::Instant::now();
@@ -281,12 +287,27 @@ impl Renewer {
         .await
         .map_err(|e| RenewError::ValidationAborted(e.to_string()))??;
         timings.validation = lap.elapsed();
-        lap = std::time::Instant::now();
         if let Some(warning) =
             expiry_claim_mismatch(&issued.response.expires_at, verified.leaf.not_after)
         {
             tracing::warn!("{warning}");
         }
+        Ok((verified, issued))
+    }
+
+    /// [`Renewer::renew`] with the CSR already signed: the critical path is the round trip.
+    pub async fn renew_prepared(&self, prepared: Prepared) -> Result<Renewed, RenewError> {
+        let Prepared { key, csr_pem, .. } = prepared;
+        let mut timings = Timings::default();
+        // A `current` that is not our symlink is refused before anything is requested, and so
+        // is a swanctl path that is not ours.
+        self.store.current_generation()?;
+        let swanctl = crate::swanctl::Layout::from_config(&self.config);
+        if let Some(layout) = &swanctl {
+            layout.preflight()?;
+        }
+        let (verified, issued) = self.issue(&key, &csr_pem, &mut timings).await?;
+        let lap = std::time::Instant::now();
         // A corrupt set is what a renewal repairs, so it is no reason to stop here.
         let previous = self.store.read_current().ok().flatten().map(|c| c.leaf);
         let store = self.store.clone();

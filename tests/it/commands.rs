@@ -126,6 +126,16 @@ fn check_lists_each_problem_and_online_does_a_round_trip_without_installing() {
         .requests()
         .iter()
         .any(|r| r["path"] == "/identity/v1/certificates" && r["status"] == 201));
+    // The same validation as a renewal (it is the renewal's own pipeline, without the install).
+    emulator.set_fault("expired", Some(1));
+    let o = good.run(&["check", "--online"]);
+    assert_exit(&o, 1);
+    assert!(
+        stderr(&o).contains("refused the certificate the service returned"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!good.current().exists());
 }
 
 #[test]
