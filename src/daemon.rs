@@ -528,11 +528,7 @@ impl Daemon {
         if self.state.installed_serial.as_deref() != Some(serial.as_str()) {
             tracing::info!(%serial, "the installed set was not recorded as installed by eit-certd; running its hooks to be sure its consumers use it");
             self.state.installed_serial = Some(serial.clone());
-            self.state.hooks_owed = Some(crate::state::HooksOwed {
-                serial: serial.clone(),
-                previous_serial: None,
-                names: self.config.hooks.iter().map(|h| h.name.clone()).collect(),
-            });
+            self.state.hooks_owed = crate::state::HooksOwed::all(serial, None, &self.config.hooks);
         }
         if self.state.hooks_owed.is_some() {
             self.hook_retry_at = Some(now);

@@ -131,7 +131,16 @@ pub fn read(path: &Path, links: Links, limit: u64) -> Result<Vec<u8>, ReadError>
 /// [`read`] into a buffer that is wiped when dropped, for key material. Reserved up front so
 /// that growing it leaves no stale copies behind.
 pub fn read_secret(path: &Path, links: Links, limit: u64) -> Result<Zeroizing<Vec<u8>>, ReadError> {
-    let file = open_regular(path, links)?;
+    read_secret_from(open_regular(path, links)?, path, limit)
+}
+
+/// [`read_secret`] of a file already opened with [`open_regular`], for callers that check
+/// more (owner, mode) on the open descriptor before reading it.
+pub fn read_secret_from(
+    file: File,
+    path: &Path,
+    limit: u64,
+) -> Result<Zeroizing<Vec<u8>>, ReadError> {
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
     let mut data = Zeroizing::new(Vec::with_capacity(size.min(limit) as usize + 1));
     read_into(file, path, limit, &mut data)?;

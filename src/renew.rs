@@ -205,11 +205,7 @@ impl Renewer {
                 );
                 // On disk before the first hook starts: a stop or a crash while hooks run must
                 // not lose them (see `HooksOwed`).
-                state.hooks_owed = (!self.config.hooks.is_empty()).then(|| HooksOwed {
-                    serial: leaf.serial_hex.clone(),
-                    previous_serial: previous,
-                    names: self.config.hooks.iter().map(|h| h.name.clone()).collect(),
-                });
+                state.hooks_owed = HooksOwed::all(&leaf.serial_hex, previous, &self.config.hooks);
                 if let Err(e) = state.save(self.store.dir()) {
                     tracing::warn!("cannot record the install in state.json: {e}");
                 }

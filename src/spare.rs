@@ -16,7 +16,7 @@
 //! Only the holder of the output directory's `.lock` touches the spare.
 
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -361,22 +361,7 @@ fn read_private(path: &Path) -> Result<zeroize::Zeroizing<Vec<u8>>, SpareError> 
             problem: format!("mode {:o}, readable by others", meta.mode() & 0o777),
         });
     }
-    let mut data =
-        zeroize::Zeroizing::new(Vec::with_capacity(meta.len().min(limit::KEY) as usize + 1));
-    file.take(limit::KEY + 1)
-        .read_to_end(&mut data)
-        .map_err(|cause| ReadError::Io {
-            path: path.to_path_buf(),
-            cause,
-        })?;
-    if data.len() as u64 > limit::KEY {
-        return Err(ReadError::TooLarge {
-            path: path.to_path_buf(),
-            limit: limit::KEY,
-        }
-        .into());
-    }
-    Ok(data)
+    Ok(files::read_secret_from(file, path, limit::KEY)?)
 }
 
 #[cfg(test)]

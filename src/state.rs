@@ -68,6 +68,21 @@ pub struct HooksOwed {
     pub names: Vec<String>,
 }
 
+impl HooksOwed {
+    /// Every one of `hooks`, owed for the set with `serial`; `None` when there are no hooks.
+    pub fn all(
+        serial: &str,
+        previous_serial: Option<String>,
+        hooks: &[crate::config::HookConfig],
+    ) -> Option<HooksOwed> {
+        (!hooks.is_empty()).then(|| HooksOwed {
+            serial: serial.to_string(),
+            previous_serial,
+            names: hooks.iter().map(|h| h.name.clone()).collect(),
+        })
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct State {

@@ -61,6 +61,18 @@ impl Emulator {
         b.build().unwrap()
     }
 
+    /// How many certificate requests the emulator has answered, from request `from` on.
+    pub fn certificate_requests_since(&self, from: usize) -> usize {
+        self.requests()[from..]
+            .iter()
+            .filter(|r| {
+                r["path"]
+                    .as_str()
+                    .is_some_and(|p| p.contains("/certificates"))
+            })
+            .count()
+    }
+
     pub fn requests(&self) -> Vec<serde_json::Value> {
         self.control()
             .get(format!("{}/emulator/v1/requests", self.url))

@@ -314,14 +314,7 @@ fn hooks_cut_short_by_a_stop_run_again_after_the_restart() {
     wait_for(Duration::from_secs(30), "the hook to be recorded", || {
         daemon.log_text().contains("hook succeeded").then_some(())
     });
-    let certificate_requests = emulator.requests()[requests_before..]
-        .iter()
-        .filter(|r| {
-            r["path"]
-                .as_str()
-                .is_some_and(|p| p.contains("/certificates"))
-        })
-        .count();
+    let certificate_requests = emulator.certificate_requests_since(requests_before);
     assert_eq!(certificate_requests, 0, "{}", daemon.log_text());
     daemon.signal(nix::sys::signal::Signal::SIGTERM);
     assert_eq!(daemon.wait_exit(Duration::from_secs(20)), Some(0));
@@ -383,15 +376,7 @@ fn certificates_that_are_due_at_once_are_not_renewed_in_a_loop() {
         "{}",
         stdout(&status)
     );
-    let issued = emulator
-        .requests()
-        .iter()
-        .filter(|r| {
-            r["path"]
-                .as_str()
-                .is_some_and(|p| p.contains("/certificates"))
-        })
-        .count();
+    let issued = emulator.certificate_requests_since(0);
     assert_eq!(issued, 1, "{}", daemon.log_text());
 }
 
