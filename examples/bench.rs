@@ -652,6 +652,8 @@ struct Idle {
     window: Duration,
     rss_kib: u64,
     hwm_kib: u64,
+    /// From `/proc/PID/smaps_rollup` at the end of the window.
+    memory: Rollup,
     threads: usize,
     voluntary: u64,
     nonvoluntary: u64,
@@ -725,11 +727,41 @@ fn observe(child: &mut Child, settle: Duration, window: Duration) -> Result<Idle
         window: elapsed,
         rss_kib: end.rss_kib,
         hwm_kib: end.hwm_kib,
+        memory: Rollup::take(pid)?,
         threads: end.switches.len(),
         voluntary,
         nonvoluntary,
         renewed: false,
     })
+}
+
+/// Where a process's resident memory is, from `/proc/PID/smaps_rollup` (KiB): what it costs
+/// the machine (PSS shares library pages among their users; private dirty is its own heap,
+/// stacks and written data, the part no other process could share).
+struct Rollup {
+    rss: u64,
+    pss: u64,
+    shared_clean: u64,
+    private_clean: u64,
+    private_dirty: u64,
+    anonymous: u64,
+}
+
+impl Rollup {
+    fn take(pid: u32) -> Result<Rollup> {
+        let path = format!("/proc/{pid}/smaps_rollup");
+        let text =
+            std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
+        let field = |name| status_field(&text, name).with_context(|| format!("no {name} in {path}"));
+        Ok(Rollup {
+            rss: field("Rss")?,
+            pss: field("Pss")?,
+            shared_clean: field("Shared_Clean")?,
+            private_clean: field("Private_Clean")?,
+            private_dirty: field("Private_Dirty")?,
+            anonymous: field("Anonymous")?,
+        })
+    }
 }
 
 /// What /proc says about a process at one moment.
@@ -920,6 +952,18 @@ fn print_report(
         idle.voluntary,
         idle.nonvoluntary,
         idle.voluntary as f64 / minutes
+    );
+    let m = &idle.memory;
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    println!(
+        "  smaps_rollup: RSS {:.1} MiB = shared clean {:.1} + private clean {:.1} + private dirty {:.1}; \
+         PSS {:.1} MiB; anonymous {:.1} MiB",
+        mib(m.rss),
+        mib(m.shared_clean),
+        mib(m.private_clean),
+        mib(m.private_dirty),
+        mib(m.pss),
+        mib(m.anonymous)
     );
     if idle.renewed {
         println!("  (the daemon renewed while it was observed: these are not idle figures)");

@@ -41,11 +41,7 @@ fn problem(key: impl Into<String>, what: impl Into<String>, fix: impl Into<Strin
 pub fn offline(config: &Config) -> Vec<Problem> {
     let mut problems = Vec::new();
     check_output_dir(&config.output.dir, &mut problems);
-    if let Err(e) = Store::new(
-        &config.output.dir,
-        config.output.keep.0,
-        config.output.group.as_deref(),
-    ) {
+    if let Err(e) = Store::from_config(&config.output) {
         problems.push(problem(
             "output.group",
             e.to_string(),
@@ -261,11 +257,7 @@ fn check_installed_modes(config: &Config, problems: &mut Vec<Problem>) {
 pub async fn online(config: &Config) -> anyhow::Result<String> {
     let client = Client::connect(&config.metadata)?;
     client.token().await?;
-    let store = Store::new(
-        &config.output.dir,
-        config.output.keep.0,
-        config.output.group.as_deref(),
-    )?;
+    let store = Store::from_config(&config.output)?;
     let renewer = Renewer::new(config.clone(), client, store)?;
     let key = PrivateKey::generate_blocking(config.certificate.key_bits.0).await?;
     let prepared = Prepared::new(key, &config.certificate.subject)?;

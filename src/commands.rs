@@ -215,12 +215,7 @@ fn load_config(path: &Path) -> Result<Config, Failure> {
 }
 
 fn open_store(config: &Config) -> Result<Store, Failure> {
-    Store::new(
-        &config.output.dir,
-        config.output.keep.0,
-        config.output.group.as_deref(),
-    )
-    .map_err(usage)
+    Store::from_config(&config.output).map_err(usage)
 }
 
 async fn run_daemon(config_path: &Path, args: &RunArgs) -> Outcome {

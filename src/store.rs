@@ -172,6 +172,11 @@ fn injected(at: FailPoint, path: &Path) -> Result<(), StoreError> {
 }
 
 impl Store {
+    /// The store `[output]` describes: the one way the product builds it.
+    pub fn from_config(output: &crate::config::OutputConfig) -> Result<Store, StoreError> {
+        Store::new(&output.dir, output.keep.0, output.group.as_deref())
+    }
+
     /// A store at `dir`. Resolves `group` now so a typo fails at start, not at the first install.
     pub fn new(dir: &Path, keep: usize, group: Option<&str>) -> Result<Store, StoreError> {
         let group = match group {

@@ -78,8 +78,8 @@ fn read(path: &Path) -> String {
 // stunnel-reload
 // ---------------------------------------------------------------------------------------------
 
-/// A `sh` that writes "HUP" to `hup` for every SIGHUP it gets and otherwise sleeps; killed when
-/// dropped. `program` is what is exec'd (a link named `stunnel` gives it that comm).
+/// A `sh` that writes "HUP" to `hup` for every SIGHUP it gets (and "USR1" for every SIGUSR1,
+/// see [`Trapped::settled`]) and otherwise sleeps; killed when dropped. `program` is what is exec'd (a link named `stunnel` gives it that comm).
 struct Trapped {
     child: Child,
     hup: PathBuf,
@@ -92,7 +92,7 @@ impl Trapped {
         let mut command = Command::new(program);
         command
             .arg("-c")
-            .arg(r#"trap 'echo HUP >> "$F"' HUP; : > "$R"; while :; do sleep 0.1; done"#)
+            .arg(r#"trap 'echo HUP >> "$F"' HUP; trap 'echo USR1 >> "$F"' USR1; : > "$R"; while :; do sleep 0.1; done"#)
             .env("F", &hup)
             .env("R", &ready)
             .stdin(Stdio::null());
@@ -121,6 +121,22 @@ impl Trapped {
 
     fn hups(&self) -> usize {
         read(&self.hup).lines().filter(|l| *l == "HUP").count()
+    }
+
+    /// Returns once every signal sent to it before this call has been handled: it sends a
+    /// SIGUSR1 and waits for its line. The shell runs pending traps in signal-number order,
+    /// HUP (1) before USR1 (10), so a SIGHUP that was on its way is in the file by then. This
+    /// is what "it got no SIGHUP" is asserted after, instead of a pause.
+    fn settled(&self) {
+        let before = read(&self.hup).lines().filter(|l| *l == "USR1").count();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.pid() as i32),
+            nix::sys::signal::Signal::SIGUSR1,
+        )
+        .unwrap();
+        wait_until("a stand-in to handle the signals sent to it", || {
+            read(&self.hup).lines().filter(|l| *l == "USR1").count() > before
+        });
     }
 
     fn alive(&mut self) -> bool {
@@ -177,8 +193,7 @@ fn stunnel_reload_signals_the_pid_files_processes_and_reports_stale_ones() {
     wait_until("both stunnels to record SIGHUP", || {
         one.hups() >= 1 && two.hups() >= 1
     });
-    // Give a stray signal time to show up before saying there was none.
-    sleep(Duration::from_millis(300));
+    bystander.settled();
     assert_eq!(
         bystander.hups(),
         0,
@@ -213,7 +228,7 @@ fn stunnel_reload_only_signals_processes_that_are_stunnel() {
     let err = stderr(&out);
     assert_eq!(code(&out), 0, "stderr: {err}");
     wait_until("the stunnel to record SIGHUP", || real.hups() >= 1);
-    sleep(Duration::from_millis(300));
+    impostor.settled();
     assert_eq!(
         impostor.hups(),
         0,
@@ -316,7 +331,7 @@ fn stunnel_reload_goes_through_systemd_when_a_unit_is_named() {
     assert_eq!(code(&out), 1);
     assert!(stderr(&out).contains("systemctl reload broken.service failed"));
 
-    sleep(Duration::from_millis(300));
+    running.settled();
     assert_eq!(
         running.hups(),
         0,

@@ -184,7 +184,7 @@ fn start_stunnel(
         .unwrap();
     assert!(started.status.success(), "{}", stderr(&started));
     let stunnel = Stunnel { pid_file };
-    wait_for(Duration::from_secs(5), "stunnel's pid file", || {
+    wait_for(Duration::from_secs(30), "stunnel's pid file", || {
         stunnel.pid()
     });
     stunnel

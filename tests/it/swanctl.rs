@@ -1138,7 +1138,7 @@ fn ikev2_end_to_end_with_the_installed_certificate_through_a_rotation_and_a_fore
         daemon.log_text().contains("hook succeeded").then_some(())
     });
     daemon.signal(nix::sys::signal::Signal::SIGTERM);
-    assert_eq!(daemon.wait_exit(Duration::from_secs(5)), Some(0));
+    assert_eq!(daemon.wait_exit(Duration::from_secs(30)), Some(0));
     let serial2 = current_serial(&setup).unwrap();
     assert_ne!(serial1, serial2);
     let log = daemon.log_text();

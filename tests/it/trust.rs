@@ -212,7 +212,7 @@ fn the_daemon_reloads_anchors_when_their_directory_changes() {
     assert!(ok, "{out}");
 
     daemon.signal(nix::sys::signal::Signal::SIGTERM);
-    assert_eq!(daemon.wait_exit(Duration::from_secs(2)), Some(0));
+    assert_eq!(daemon.wait_exit(Duration::from_secs(30)), Some(0));
 }
 
 /// A set as if installed earlier: leaf (for a fresh key) under an intermediate that expires in
@@ -330,7 +330,7 @@ fn an_intermediate_expiring_within_270_days_is_warned_about() {
         "{prom}"
     );
     daemon.signal(nix::sys::signal::Signal::SIGTERM);
-    assert_eq!(daemon.wait_exit(Duration::from_secs(2)), Some(0));
+    assert_eq!(daemon.wait_exit(Duration::from_secs(30)), Some(0));
 }
 
 #[test]
