@@ -750,9 +750,9 @@ struct Rollup {
 impl Rollup {
     fn take(pid: u32) -> Result<Rollup> {
         let path = format!("/proc/{pid}/smaps_rollup");
-        let text =
-            std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
-        let field = |name| status_field(&text, name).with_context(|| format!("no {name} in {path}"));
+        let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
+        let field =
+            |name| status_field(&text, name).with_context(|| format!("no {name} in {path}"));
         Ok(Rollup {
             rss: field("Rss")?,
             pss: field("Pss")?,
