@@ -247,6 +247,12 @@ impl Emulator {
     fn start_with(binary: &Path, state_dir: &Path, extra: &[&str]) -> Result<Emulator> {
         let log_path = state_dir.with_extension("log");
         let log = File::create(&log_path)?;
+        // From a copy of the binary: pages of one file mapped by two processes count in both
+        // RSS figures, and the emulator, busy serving, would inflate the idle daemon's.
+        let copy = state_dir.with_extension("bin");
+        std::fs::copy(binary, &copy)
+            .with_context(|| format!("cannot copy {} to {}", binary.display(), copy.display()))?;
+        let binary = copy.as_path();
         let mut child = Command::new(binary)
             .arg("emulator")
             .arg("--state-dir")
@@ -355,6 +361,9 @@ async fn critical_path(renewer: &Renewer, keys: Vec<PrivateKey>) -> Result<Criti
         let started = Instant::now();
         let renewed = renewer.renew_prepared(prepared).await?;
         times.push(started.elapsed());
+        // After the set is live, as the daemon does (after the hooks): the steady state keeps
+        // `output.keep` generations.
+        renewer.prune_after(&renewed.generation).await;
         let Timings {
             request,
             validation,

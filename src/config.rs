@@ -603,21 +603,41 @@ macro_rules! absolute_path {
     };
 }
 
-fn check_absolute(key: &str, s: &str) -> Result<(), String> {
+/// What is wrong with a path that must be absolute and printable (it ends up in log lines and
+/// in config files we write for other programs, where a newline would start a new setting).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathProblem {
+    Empty,
+    ControlCharacter,
+    Relative,
+}
+
+/// The one rule for such paths (config keys, and what `stunnel-config` writes).
+pub fn absolute_path_problem(s: &str) -> Option<PathProblem> {
     if s.is_empty() {
-        return Err(format!(
+        Some(PathProblem::Empty)
+    } else if s.chars().any(char::is_control) {
+        Some(PathProblem::ControlCharacter)
+    } else if !Path::new(s).is_absolute() {
+        Some(PathProblem::Relative)
+    } else {
+        None
+    }
+}
+
+fn check_absolute(key: &str, s: &str) -> Result<(), String> {
+    match absolute_path_problem(s) {
+        None => Ok(()),
+        Some(PathProblem::Empty) => Err(format!(
             "{key} is empty: give an absolute path, e.g. \"/var/lib/eit-certd\""
-        ));
-    }
-    if s.chars().any(char::is_control) {
-        return Err(format!("{key} {s:?} holds a control character"));
-    }
-    if !Path::new(s).is_absolute() {
-        return Err(format!(
+        )),
+        Some(PathProblem::ControlCharacter) => {
+            Err(format!("{key} {s:?} holds a control character"))
+        }
+        Some(PathProblem::Relative) => Err(format!(
             "{key} {s:?} is relative: give an absolute path (starting with /)"
-        ));
+        )),
     }
-    Ok(())
 }
 
 absolute_path!(OutputDir, "output.dir");

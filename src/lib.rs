@@ -29,6 +29,7 @@ pub mod daemon;
 #[cfg(feature = "emulator")]
 pub use eit_certd_emulator as emulator;
 pub mod files;
+pub mod footprint;
 pub mod hooks;
 pub mod lock;
 pub mod manpage;

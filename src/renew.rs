@@ -216,6 +216,7 @@ impl Renewer {
                     state.record_hook(result.clone());
                     results.push(result);
                 }
+                self.prune_after(&renewed.generation).await;
                 Ok(AttemptOutcome {
                     renewed,
                     hooks: results,
@@ -237,6 +238,7 @@ impl Renewer {
         let csr = started.elapsed();
         let mut renewed = self.renew_prepared(prepared).await?;
         renewed.timings.csr = csr;
+        self.prune_after(&renewed.generation).await;
         Ok(renewed)
     }
 
@@ -291,7 +293,17 @@ impl Renewer {
         Ok((verified, issued))
     }
 
+    /// Removes generations past `output.keep` ([`Store::prune_after`]). Not part of
+    /// [`Renewer::renew_prepared`]: the new set is live without it, and a renewal prunes only
+    /// once its hooks have moved the consumers off the old files.
+    pub async fn prune_after(&self, installed: &Generation) {
+        let store = self.store.clone();
+        let installed = installed.clone();
+        let _ = tokio::task::spawn_blocking(move || store.prune_after(&installed)).await;
+    }
+
     /// [`Renewer::renew`] with the CSR already signed: the critical path is the round trip.
+    /// Returns once the new set is live; pruning is left to the caller.
     pub async fn renew_prepared(&self, prepared: Prepared) -> Result<Renewed, RenewError> {
         let Prepared { key, csr_pem, .. } = prepared;
         let mut timings = Timings::default();
@@ -302,14 +314,19 @@ impl Renewer {
         if let Some(layout) = &swanctl {
             layout.preflight()?;
         }
+        // The set being replaced, for the hooks (`EIT_PREVIOUS_SERIAL`): its certificate only,
+        // read before the request. A corrupt set is what a renewal repairs, so it is no reason
+        // to stop here.
+        let previous = self.store.current_leaf();
         let (verified, issued) = self.issue(&key, &csr_pem, &mut timings).await?;
-        let lap = std::time::Instant::now();
-        // A corrupt set is what a renewal repairs, so it is no reason to stop here.
-        let previous = self.store.read_current().ok().flatten().map(|c| c.leaf);
         let store = self.store.clone();
-        let generation = tokio::task::spawn_blocking({
+        let (generation, install) = tokio::task::spawn_blocking({
             let verified = verified.clone();
-            move || store.install(&key, &verified)
+            move || {
+                let lap = std::time::Instant::now();
+                let generation = store.install_set(&key, &verified)?;
+                Ok::<_, StoreError>((generation, lap.elapsed()))
+            }
         })
         .await
         .map_err(|e| {
@@ -319,10 +336,11 @@ impl Renewer {
                 cause: std::io::Error::other(e.to_string()),
             })
         })??;
+        let lap = std::time::Instant::now();
         if let Some(layout) = &swanctl {
             layout.link()?;
         }
-        timings.install = lap.elapsed();
+        timings.install = install + lap.elapsed();
         Ok(Renewed {
             generation,
             verified,
@@ -377,6 +395,8 @@ impl KeySource {
                     nix::libc::setpriority(nix::libc::PRIO_PROCESS, tid, 19);
                 }
                 let _ = tx.send(prepare_next(&config, spare.as_ref(), installed.as_deref()));
+                // The last work before a long wait: give back what it took.
+                crate::footprint::trim();
             });
         match spawned {
             Ok(_) => self.next = Some(rx),

@@ -277,6 +277,18 @@ impl Store {
 
     /// Reads back the current set. `Ok(None)`: nothing installed (or `current` dangles).
     /// A set whose certificate does not parse is reported as an error naming the file.
+    /// The installed certificate alone (no key check), if there is one and it parses.
+    pub fn current_leaf(&self) -> Option<LeafInfo> {
+        let generation = self.current_generation().ok()??;
+        let cert = files::read(
+            &generation.file(CERT_FILE),
+            Links::Refuse,
+            files::limit::CERTIFICATES,
+        )
+        .ok()?;
+        LeafInfo::from_pem(&cert).ok()
+    }
+
     pub fn read_current(&self) -> Result<Option<CurrentSet>, StoreError> {
         let Some(generation) = self.current_generation()? else {
             return Ok(None);
@@ -320,8 +332,21 @@ impl Store {
         }))
     }
 
-    /// Installs `verified` with `key` as a new generation and points `current` at it.
+    /// Installs `verified` with `key` as a new generation, points `current` at it, and prunes
+    /// generations past `keep`.
     pub fn install(&self, key: &PrivateKey, verified: &Verified) -> Result<Generation, StoreError> {
+        let generation = self.install_set(key, verified)?;
+        self.prune_after(&generation);
+        Ok(generation)
+    }
+
+    /// [`Store::install`] up to the swap of `current`: the new set is live (and durable) when
+    /// this returns. The renewal times this, then prunes with [`Store::prune_after`].
+    pub fn install_set(
+        &self,
+        key: &PrivateKey,
+        verified: &Verified,
+    ) -> Result<Generation, StoreError> {
         let generations = self.generations();
         // Checked again here: the daemon runs for months, and permissions change.
         self.check_safe()?;
@@ -351,14 +376,17 @@ impl Store {
             let _ = fsync_dir(&generations);
             return Err(e);
         }
-        let generation = Generation { id, dir: final_dir };
-        // `current` has moved: the install succeeded, whatever pruning finds.
-        if let Err(e) = self.prune(&generation.id) {
+        Ok(Generation { id, dir: final_dir })
+    }
+
+    /// Removes generations past `keep`, never `installed`. `current` has moved: the install
+    /// succeeded whatever pruning finds, so a failure here is a warning.
+    pub fn prune_after(&self, installed: &Generation) {
+        if let Err(e) = self.prune(&installed.id) {
             tracing::warn!(
                 "{e}; the new set is installed, older generations stay until the next renewal"
             );
         }
-        Ok(generation)
     }
 
     fn write_generation(

@@ -123,7 +123,7 @@ fn is_section_name(s: &str) -> bool {
 }
 
 fn is_clean_path(p: &Path) -> bool {
-    p.is_absolute() && !p.to_string_lossy().chars().any(char::is_control)
+    crate::config::absolute_path_problem(&p.to_string_lossy()).is_none()
 }
 
 #[cfg(test)]

@@ -43,6 +43,9 @@ use crate::systemd::Notifier;
 use crate::wallclock::WallTimer;
 
 use machine::{Input, Machine, Now, Phase, ReloadCause, SetView, Step};
+
+/// A wait at least this long after some work is idle time: memory is given back first.
+const IDLE_AFTER: Duration = Duration::from_secs(60);
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     #[error(transparent)]
@@ -460,10 +463,22 @@ impl Daemon {
         };
         let wall = WallTimer::new();
         self.core.persist();
+        // Work was done since memory was last given back (see `crate::footprint`).
+        let mut worked = true;
 
         loop {
             let now = self.clock.now();
-            match self.machine.next(now) {
+            let step = self.machine.next(now);
+            if let Step::Wait { wall: at, mono } = step {
+                let far = now.mono + IDLE_AFTER;
+                if worked && at >= now.wall + IDLE_AFTER && mono.is_none_or(|m| m >= far) {
+                    crate::footprint::trim();
+                    worked = false;
+                }
+            } else {
+                worked = true;
+            }
+            match step {
                 Step::Stop => break,
                 Step::Wait { wall: at, mono } => {
                     tokio::select! {

@@ -7,6 +7,22 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
+/// Says that a test (or part of it) could not run here, and why. Written to the process's own
+/// stderr, past libtest's output capture (which only takes `print!`/`eprint!`): a skip must
+/// show in a passing run, or it is a silent pass. `.ci/run` installs what every test needs,
+/// so in CI this prints nothing.
+/// Use through `skipped!`, which takes `format!` arguments.
+pub fn skipped(what: std::fmt::Arguments) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "SKIPPED: {what}");
+}
+
+macro_rules! skipped {
+    ($($arg:tt)*) => {
+        $crate::common::skipped(format_args!($($arg)*))
+    };
+}
+
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_eit-certd")
 }

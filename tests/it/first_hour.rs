@@ -30,7 +30,7 @@ fn as_nobody(setup: &Setup, args: &[&str]) -> std::process::Output {
 #[test]
 fn status_without_root_says_the_key_was_not_checked_instead_of_broken() {
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED: status_without_root: needs root to install a root-owned set");
+        skipped!("status_without_root: needs root to install a root-owned set");
         return;
     }
     let emulator = Emulator::start(&[]);
@@ -112,7 +112,7 @@ fn logs_have_no_colour_on_a_pipe_and_no_timestamps_under_journald() {
 
     // On a terminal: colour, unless NO_COLOR. `script` gives the child a pty.
     if Command::new("script").arg("--version").output().is_err() {
-        eprintln!("SKIPPED: logs on a terminal: `script` (util-linux) is not installed");
+        skipped!("logs on a terminal: `script` (util-linux) is not installed");
         return;
     }
     let on_tty = |no_color: bool| {
@@ -319,7 +319,7 @@ fn man_page_has_every_subcommand_every_config_key_and_real_sections() {
         .stderr(Stdio::piped())
         .spawn()
     else {
-        eprintln!("SKIPPED: man page roff check: groff is not installed");
+        skipped!("man page roff check: groff is not installed");
         return;
     };
     use std::io::Write;
@@ -381,7 +381,7 @@ fn check_refuses_an_output_dir_on_a_read_only_mount() {
     let tmpfs = match Tmpfs::mount("1m") {
         Ok(t) => t,
         Err(reason) => {
-            eprintln!("SKIPPED: check_refuses_an_output_dir_on_a_read_only_mount: {reason}");
+            skipped!("check_refuses_an_output_dir_on_a_read_only_mount: {reason}");
             return;
         }
     };

@@ -224,8 +224,8 @@ fn an_entry_pruning_cannot_remove_does_not_fail_the_renewal() {
         .status()
         .is_ok_and(|s| s.success());
     if !tmpfs {
-        eprintln!(
-            "SKIPPED (in part): cannot mount in {}; only the stray file is checked",
+        skipped!(
+            "(in part): cannot mount in {}; only the stray file is checked",
             stuck.display()
         );
         std::fs::remove_dir(&stuck).unwrap();
@@ -431,7 +431,7 @@ fn an_output_dir_others_can_write_is_refused_and_flagged() {
         assert_exit(&o, 2);
         assert!(stderr(&o).contains("owned by uid 65534"), "{}", stderr(&o));
     } else {
-        eprintln!("SKIPPED (in part): not root, cannot chown the output dir");
+        skipped!("(in part): not root, cannot chown the output dir");
     }
 }
 
@@ -518,7 +518,7 @@ fn a_closed_stdout_ends_the_command_quietly() {
 /// this machine cannot (not root, no `unshare`).
 fn in_namespace(dir: &Path, script: &str) -> Option<std::process::Output> {
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED: endpoint = auto namespace test: needs root for unshare");
+        skipped!("endpoint = auto namespace test: needs root for unshare");
         return None;
     }
     let hosts = dir.join("hosts");
@@ -535,12 +535,12 @@ fn in_namespace(dir: &Path, script: &str) -> Option<std::process::Output> {
     {
         Ok(o) if o.status.success() => Some(o),
         Ok(o) if stderr(&o).contains("unshare failed") => {
-            eprintln!("SKIPPED: endpoint = auto namespace test: {}", stderr(&o));
+            skipped!("endpoint = auto namespace test: {}", stderr(&o));
             None
         }
         Ok(o) => panic!("namespace script failed:\n{}\n{}", stdout(&o), stderr(&o)),
         Err(e) => {
-            eprintln!("SKIPPED: endpoint = auto namespace test: cannot run unshare: {e}");
+            skipped!("endpoint = auto namespace test: cannot run unshare: {e}");
             None
         }
     }

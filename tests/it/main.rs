@@ -2,6 +2,7 @@
 //! starts the real `eit-certd` binary, and where it needs a service, the real emulator.
 #![allow(dead_code)]
 
+#[macro_use]
 mod common;
 
 mod commands;

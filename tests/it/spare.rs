@@ -221,7 +221,7 @@ fn a_spare_that_is_a_fifo_is_refused() {
 #[test]
 fn a_spare_owned_by_someone_else_is_refused() {
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED: a_spare_owned_by_someone_else_is_refused: needs root to chown");
+        skipped!("a_spare_owned_by_someone_else_is_refused: needs root to chown");
         return;
     }
     refused_after(

@@ -899,14 +899,14 @@ fn ikev2_end_to_end_with_the_installed_certificate_through_a_rotation_and_a_fore
     let p = match prerequisites() {
         Ok(p) => p,
         Err(why) => {
-            eprintln!("SKIPPED: swanctl::ikev2_end_to_end: {why}");
+            skipped!("swanctl::ikev2_end_to_end: {why}");
             return;
         }
     };
     let (ns_i, ns_r) = match (Netns::add("i"), Netns::add("r")) {
         (Ok(i), Ok(r)) => (i, r),
         (Err(why), _) | (_, Err(why)) => {
-            eprintln!("SKIPPED: swanctl::ikev2_end_to_end: {why}");
+            skipped!("swanctl::ikev2_end_to_end: {why}");
             return;
         }
     };
