@@ -427,6 +427,14 @@ mod tests {
         }
     }
 
+    /// Waiting for nothing but the renewal at `at(secs)`.
+    fn only_renewal_at(secs: u64) -> Step {
+        Step::Wait {
+            wall: at(secs).wall,
+            mono: None,
+        }
+    }
+
     fn waits_until(step: Step) -> (OffsetDateTime, Option<Duration>) {
         match step {
             Step::Wait { wall, mono } => (wall, mono),
@@ -445,13 +453,7 @@ mod tests {
         let (wall, mono) = waits_until(m.next(at(10)));
         assert_eq!(wall, at(1800).wall);
         assert_eq!(mono, None);
-        assert_eq!(
-            m.next(at(1799)),
-            Step::Wait {
-                wall: at(1800).wall,
-                mono: None
-            }
-        );
+        assert_eq!(m.next(at(1799)), only_renewal_at(1800));
         assert_eq!(m.next(at(1800)), Step::Renew);
         assert_eq!(m.phase(), Phase::Renewing);
     }
@@ -546,13 +548,7 @@ mod tests {
         assert_eq!(m.next(at(17)), Step::RunOwedHooks);
         assert_eq!(m.hooks_ran(at(18), false), None);
         // Nothing owed any more: only the renewal is waited for.
-        assert_eq!(
-            m.next(at(19)),
-            Step::Wait {
-                wall: at(1800).wall,
-                mono: None
-            }
-        );
+        assert_eq!(m.next(at(19)), only_renewal_at(1800));
     }
 
     #[test]
@@ -571,13 +567,7 @@ mod tests {
         // first, and its install runs every hook anyway.
         assert_eq!(m.next(at(61)), Step::Renew);
         m.renewed(at(62), at(61).wall, at(3661).wall, false);
-        assert_eq!(
-            m.next(at(63)),
-            Step::Wait {
-                wall: at(1861).wall,
-                mono: None
-            }
-        );
+        assert_eq!(m.next(at(63)), only_renewal_at(1861));
     }
 
     #[test]
@@ -604,13 +594,7 @@ mod tests {
         m.renewed(at(2), at(0).wall, at(3600).wall, false);
         assert_eq!(m.next(at(2)), Step::Reload(ReloadCause::Signal));
         // The SIGUSR1 that came during the renewal was answered by it.
-        assert_eq!(
-            m.next(at(2)),
-            Step::Wait {
-                wall: at(1800).wall,
-                mono: None
-            }
-        );
+        assert_eq!(m.next(at(2)), only_renewal_at(1800));
     }
 
     #[test]
@@ -644,13 +628,7 @@ mod tests {
             mono: at(10).mono + DEBOUNCE,
         };
         assert_eq!(m.next(later), Step::Reload(ReloadCause::FileChanged));
-        assert_eq!(
-            m.next(later),
-            Step::Wait {
-                wall: at(1800).wall,
-                mono: None
-            }
-        );
+        assert_eq!(m.next(later), only_renewal_at(1800));
     }
 
     #[test]
@@ -665,13 +643,7 @@ mod tests {
         );
         assert_eq!(m.next(at(11)), Step::CheckInstalled);
         assert!(!m.set_checked(at(11), valid(0, 3600)));
-        assert_eq!(
-            m.next(at(11)),
-            Step::Wait {
-                wall: at(1800).wall,
-                mono: None
-            }
-        );
+        assert_eq!(m.next(at(11)), only_renewal_at(1800));
         m.input(
             at(20),
             Input::Files {

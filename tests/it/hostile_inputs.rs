@@ -256,6 +256,27 @@ fn an_entry_pruning_cannot_remove_does_not_fail_the_renewal() {
 
 // 6. A stop while hooks run: fast, nothing left behind, and the hooks run after a restart.
 
+/// A setup whose one hook, `name`, runs `script` under `sh -c`, with an hour's timeout and
+/// `retry = true`; `before` goes ahead of it in the config (e.g. a `[retry]` table).
+fn with_slow_hook(emulator: &Emulator, before: &str, name: &str, script: &str) -> Setup {
+    Setup::new(
+        emulator,
+        2048,
+        "",
+        &format!(
+            "{before}[[hooks]]\nname = {name:?}\ncommand = [\"/bin/sh\", \"-c\", {script:?}]\n\
+             timeout = \"1h\"\nretry = true\n"
+        ),
+    )
+}
+
+/// The pid a hook wrote into `path`, once it is there.
+fn wait_for_pid(path: &Path, what: &str) -> i32 {
+    wait_for(Duration::from_secs(60), what, || {
+        std::fs::read_to_string(path).ok()?.trim().parse().ok()
+    })
+}
+
 #[test]
 fn hooks_cut_short_by_a_stop_run_again_after_the_restart() {
     let emulator = Emulator::start(&[]);
@@ -274,22 +295,9 @@ fn hooks_cut_short_by_a_stop_run_again_after_the_restart() {
         pid = child_pid.display(),
         hang = hang.display()
     );
-    let setup = Setup::new(
-        &emulator,
-        2048,
-        "",
-        &format!(
-            "[[hooks]]\nname = \"slow\"\ncommand = [\"/bin/sh\", \"-c\", {script:?}]\ntimeout = \"1h\"\nretry = true\n"
-        ),
-    );
+    let setup = with_slow_hook(&emulator, "", "slow", &script);
     let mut daemon = DaemonProc::start(&setup);
-    let first_pid: i32 = wait_for(Duration::from_secs(60), "the hook's child", || {
-        std::fs::read_to_string(&child_pid)
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
-    });
+    let first_pid = wait_for_pid(&child_pid, "the hook's child");
     let serial = current_serial(&setup).unwrap();
     daemon.signal(nix::sys::signal::Signal::SIGTERM);
     // The promise is "promptly, without waiting for the hook's hour"; 20 s is generous.
@@ -320,6 +328,78 @@ fn hooks_cut_short_by_a_stop_run_again_after_the_restart() {
     assert_eq!(daemon.wait_exit(Duration::from_secs(20)), Some(0));
     let state = std::fs::read_to_string(setup.out.join("state.json")).unwrap();
     assert!(!state.contains("hooks_owed"), "{state}");
+}
+
+#[test]
+fn a_stop_during_a_retried_hook_leaves_it_owed_for_the_restart() {
+    let emulator = Emulator::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let (runs, count, child_pid, hang) = (
+        dir.path().join("runs"),
+        dir.path().join("count"),
+        dir.path().join("child.pid"),
+        dir.path().join("hang"),
+    );
+    std::fs::write(&hang, "").unwrap();
+    // Run 1 fails (retry = true makes it owed); run 2, the retry, hangs with a child; run 3,
+    // after the restart, succeeds.
+    let script = format!(
+        "n=$(( $(cat {count} 2>/dev/null || echo 0) + 1 )); echo $n > {count}; \
+         echo $EIT_SERIAL >> {runs}; \
+         case $n in 1) exit 1;; 2) sleep 300 & echo $! > {pid}; \
+         while [ -e {hang} ]; do sleep 0.1; done;; esac; exit 0",
+        count = count.display(),
+        runs = runs.display(),
+        pid = child_pid.display(),
+        hang = hang.display()
+    );
+    let retry = "[retry]\ninitial = \"1s\"\nmax = \"2s\"\n\n";
+    let setup = with_slow_hook(&emulator, retry, "flaky", &script);
+    let mut daemon = DaemonProc::start(&setup);
+    let retry_pid = wait_for_pid(&child_pid, "the retried hook's child");
+    assert!(
+        daemon
+            .log_text()
+            .contains("running a hook owed for the installed set"),
+        "{}",
+        daemon.log_text()
+    );
+    let serial = current_serial(&setup).unwrap();
+    daemon.signal(nix::sys::signal::Signal::SIGTERM);
+    // The promise is "promptly, without waiting for the hook's hour"; 20 s is generous.
+    assert_eq!(
+        daemon.wait_exit(Duration::from_secs(20)),
+        Some(0),
+        "{}",
+        daemon.log_text()
+    );
+    assert!(
+        !is_running(retry_pid),
+        "the retried hook's child outlived the daemon"
+    );
+    let state = std::fs::read_to_string(setup.out.join("state.json")).unwrap();
+    assert!(state.contains("hooks_owed"), "{state}");
+
+    std::fs::remove_file(&hang).unwrap();
+    let requests_before = emulator.requests().len();
+    let mut daemon = DaemonProc::start(&setup);
+    wait_for(Duration::from_secs(60), "the hook's third run", || {
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(setup.out.join("state.json")).ok()?)
+                .ok()?;
+        (v["hooks_owed"].is_null() && v["hooks"][0]["ok"] == true).then_some(())
+    });
+    let text = std::fs::read_to_string(&runs).unwrap();
+    assert_eq!(text.lines().count(), 3, "{text}");
+    assert!(text.lines().all(|l| l == serial), "{text}");
+    assert_eq!(
+        emulator.certificate_requests_since(requests_before),
+        0,
+        "{}",
+        daemon.log_text()
+    );
+    daemon.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(daemon.wait_exit(Duration::from_secs(20)), Some(0));
 }
 
 /// Alive and not a zombie (a killed orphan stays a zombie until something reaps it, which in
