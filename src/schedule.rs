@@ -80,10 +80,24 @@ impl Policy {
         due: OffsetDateTime,
         last_success: Option<OffsetDateTime>,
     ) -> (OffsetDateTime, bool) {
-        match last_success {
-            Some(last) if due < last + self.min_interval => (last + self.min_interval, true),
+        // `last_success` comes from state.json: a date so late that adding to it overflows
+        // (a corrupt or planted file) sets no floor rather than a panic.
+        let floor = last_success
+            .and_then(|last| last.checked_add(time::Duration::try_from(self.min_interval).ok()?));
+        match floor {
+            Some(floor) if due < floor => (floor, true),
             _ => (due, false),
         }
+    }
+
+    /// The last successful renewal as far as the rate floor may trust it: one in the future
+    /// was recorded under a wrong clock (or planted in state.json) and sets no floor, or a clock
+    /// once set to 2099 would hold renewals back until 2099.
+    pub fn trusted_last_success(
+        last_success: Option<OffsetDateTime>,
+        now: OffsetDateTime,
+    ) -> Option<OffsetDateTime> {
+        last_success.filter(|at| *at <= now)
     }
 
     /// Whether a certificate with these times should be renewed at `now` (no jitter: an

@@ -186,7 +186,8 @@ pub fn build(
     let leaf = &set.leaf;
     let due = policy.renewal_point(leaf.not_before, leaf.not_after);
     report.renewal_due_at = Some(due);
-    if let (at, true) = policy.rate_limited(due, report.state.last_success) {
+    let last_success = Policy::trusted_last_success(report.state.last_success, now);
+    if let (at, true) = policy.rate_limited(due, last_success) {
         report.held_back_until = Some(at);
     }
     report.health = if set.key == KeyCheck::Mismatch {

@@ -261,13 +261,15 @@ impl Machine {
     }
 
     /// What is installed, read at start or after a reload: schedules the next renewal from it.
-    /// `last_success` is the last successful renewal (state.json), for `min_interval`.
+    /// `last_success` is the last successful renewal (state.json), for `min_interval` (see
+    /// [`Policy::trusted_last_success`]).
     pub fn set_read(
         &mut self,
         now: Now,
         set: SetView,
         last_success: Option<OffsetDateTime>,
     ) -> Scheduled {
+        let last_success = Policy::trusted_last_success(last_success, now.wall);
         let (at, held) = match set {
             SetView::Valid {
                 not_before,
@@ -484,6 +486,23 @@ mod tests {
         assert_eq!(s.at, at(150).wall);
         assert!(matches!(m.next(at(100)), Step::Wait { .. }));
         assert_eq!(m.next(at(150)), Step::Renew);
+    }
+
+    #[test]
+    fn a_last_success_in_the_future_holds_nothing_back() {
+        // state.json written while the clock read 2099 (or planted), then the clock fixed.
+        for last in [
+            datetime!(2099-01-01 00:00 UTC),
+            datetime!(9999-12-31 23:59:59.999 UTC),
+        ] {
+            let mut m = machine();
+            let s = m.set_read(at(100), SetView::Expired, Some(last));
+            assert_eq!((s.at, s.held), (at(100).wall, false), "{last}");
+            assert_eq!(m.next(at(100)), Step::Renew);
+            let mut m = machine();
+            let s = m.set_read(at(0), valid(0, 3600), Some(last));
+            assert_eq!((s.at, s.held), (at(1800).wall, false), "{last}");
+        }
     }
 
     #[test]

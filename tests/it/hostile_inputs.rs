@@ -256,6 +256,48 @@ fn an_entry_pruning_cannot_remove_does_not_fail_the_renewal() {
 
 // 6. A stop while hooks run: fast, nothing left behind, and the hooks run after a restart.
 
+#[test]
+fn a_state_file_from_a_wrong_clock_neither_crashes_nor_holds_renewal_back() {
+    // A last renewal "in 2099" (state.json written while the clock was wrong, or planted) must
+    // not hold renewal back until 2099, and one at the end of year 9999 must not overflow.
+    let emulator = Emulator::start(&["--max-lifetime", "2s"]);
+    let setup = Setup::new(&emulator, 2048, "", "");
+    let state_path = setup.out.join("state.json");
+    for last in ["2099-01-01T00:00:00Z", "9999-12-31T23:59:59Z"] {
+        assert_exit(&setup.run(&["renew", "--force"]), 0);
+        let before = current_serial(&setup).unwrap();
+        wait_for(
+            Duration::from_secs(30),
+            "the 2 s certificate to expire",
+            || {
+                stdout(&setup.run(&["status"]))
+                    .contains("EXPIRED")
+                    .then_some(())
+            },
+        );
+        let mut state: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&state_path).unwrap()).unwrap();
+        state["last_success"] = last.into();
+        std::fs::write(&state_path, state.to_string()).unwrap();
+        let o = setup.run(&["status"]);
+        assert!(!stdout(&o).contains("held back"), "{last}: {}", stdout(&o));
+
+        let mut daemon = DaemonProc::start(&setup);
+        wait_for(
+            Duration::from_secs(30),
+            "a renewal of the expired set",
+            || current_serial(&setup).filter(|s| *s != before),
+        );
+        daemon.signal(nix::sys::signal::Signal::SIGTERM);
+        assert_eq!(
+            daemon.wait_exit(Duration::from_secs(30)),
+            Some(0),
+            "{last}: {}",
+            daemon.log_text()
+        );
+    }
+}
+
 /// A setup whose one hook, `name`, runs `script` under `sh -c`, with an hour's timeout and
 /// `retry = true`; `before` goes ahead of it in the config (e.g. a `[retry]` table).
 fn with_slow_hook(emulator: &Emulator, before: &str, name: &str, script: &str) -> Setup {
