@@ -135,7 +135,8 @@ impl State {
         self.last_success = Some(at);
         self.installed_serial = Some(serial.to_string());
         self.consecutive_failures = 0;
-        self.renewals.ok += 1;
+        // Counters come back from state.json: a planted u64::MAX must not overflow.
+        self.renewals.ok = self.renewals.ok.saturating_add(1);
     }
 
     /// A hook finished: it is no longer owed unless it failed and is to be retried.
@@ -153,7 +154,7 @@ impl State {
     /// Keeps the latest result per hook name.
     pub fn record_hook(&mut self, result: HookResult) {
         if !result.ok {
-            self.hook_failures += 1;
+            self.hook_failures = self.hook_failures.saturating_add(1);
         }
         self.hooks.retain(|h| h.name != result.name);
         self.hooks.push(result);
@@ -167,8 +168,8 @@ impl State {
             error: Some(crate::text::bounded(error, ERROR_LIMIT)),
             serial: None,
         });
-        self.consecutive_failures += 1;
-        self.renewals.error += 1;
+        self.consecutive_failures = self.consecutive_failures.saturating_add(1);
+        self.renewals.error = self.renewals.error.saturating_add(1);
     }
 }
 
@@ -185,6 +186,20 @@ mod tests {
         s.record_failure(t, "HTTP 503");
         s.record_failure(t, "HTTP 503");
         assert_eq!(s.consecutive_failures, 2);
+        // From a planted state.json: saturates, no overflow.
+        let mut planted = State {
+            consecutive_failures: u32::MAX,
+            hook_failures: u64::MAX,
+            renewals: Counters {
+                ok: u64::MAX,
+                error: u64::MAX,
+            },
+            ..State::default()
+        };
+        planted.record_failure(OffsetDateTime::now_utc(), "x");
+        assert_eq!(planted.consecutive_failures, u32::MAX);
+        planted.record_success(OffsetDateTime::now_utc(), "AB");
+        assert_eq!(planted.renewals.ok, u64::MAX);
         s.record_success(t, "ABCD");
         s.save(tmp.path()).unwrap();
         let back = State::load(tmp.path());
