@@ -141,6 +141,9 @@ mod tests {
         let (at, held) = policy().rate_limited(now + Duration::from_secs(2400), Some(now));
         assert_eq!((at, held), (now + Duration::from_secs(2400), false));
         assert_eq!(policy().rate_limited(due, None), (due, false));
+        // A last success at the end of time (state.json is read from disk): no floor, no panic.
+        let end = time::macros::datetime!(9999-12-31 23:59:59.999 UTC);
+        assert_eq!(policy().rate_limited(due, Some(end)), (due, false));
     }
 
     #[test]

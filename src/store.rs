@@ -275,8 +275,6 @@ impl Store {
         }))
     }
 
-    /// Reads back the current set. `Ok(None)`: nothing installed (or `current` dangles).
-    /// A set whose certificate does not parse is reported as an error naming the file.
     /// The installed certificate alone (no key check), if there is one and it parses.
     pub fn current_leaf(&self) -> Option<LeafInfo> {
         let generation = self.current_generation().ok()??;
@@ -289,6 +287,8 @@ impl Store {
         LeafInfo::from_pem(&cert).ok()
     }
 
+    /// Reads back the current set. `Ok(None)`: nothing installed (or `current` dangles).
+    /// A set whose certificate does not parse is reported as an error naming the file.
     pub fn read_current(&self) -> Result<Option<CurrentSet>, StoreError> {
         let Some(generation) = self.current_generation()? else {
             return Ok(None);

@@ -25,6 +25,12 @@ pub const MAX_SLEEP: Duration = Duration::from_secs(30 * 60);
 /// editor's save is a burst of events.
 pub const DEBOUNCE: Duration = Duration::from_millis(300);
 
+/// `t + d`, or the latest time there is: a clock (or a date from disk) near the end of year
+/// 9999 must not make the daemon panic.
+pub fn later(t: OffsetDateTime, d: Duration) -> OffsetDateTime {
+    t.saturating_add(time::Duration::try_from(d).unwrap_or(time::Duration::MAX))
+}
+
 /// The time, as the loop read it; tests make it up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Now {
@@ -55,7 +61,7 @@ impl Due {
     pub fn to_wall(self, now: Now) -> OffsetDateTime {
         match self {
             Due::Wall(at) => at,
-            Due::Mono(at) => now.wall + at.saturating_sub(now.mono),
+            Due::Mono(at) => later(now.wall, at.saturating_sub(now.mono)),
         }
     }
 }
@@ -151,6 +157,13 @@ pub struct Machine {
     reload: Option<ReloadCause>,
     /// The output directory changed: read the set again once the debounce has passed.
     check: bool,
+    /// A renewal was asked for (SIGUSR1, or a damaged set to repair): it runs next, whatever
+    /// a reload meanwhile makes of the schedule. Cleared when the renewal starts.
+    renew_now: bool,
+    /// The set was usable when last seen. A check that finds it unusable renews at once only
+    /// when this was so (a repair); while there is no usable set, failed renewals keep their
+    /// backoff, whatever our own writes into the output directory look like.
+    usable: bool,
     /// File events are acted on once the monotonic clock reaches this.
     debounce: Option<Duration>,
     /// What the loop is doing.
@@ -172,6 +185,8 @@ impl Machine {
             hook_rounds: 0,
             reload: None,
             check: false,
+            renew_now: false,
+            usable: false,
             debounce: None,
             phase: Phase::Idle,
             policy,
@@ -208,16 +223,19 @@ impl Machine {
         }
         if self.debounce.is_some_and(|at| now.mono >= at) {
             self.debounce = None;
+        }
+        if self.debounce.is_none() {
+            // A reload first, then the check (a reload that keeps the running config does not
+            // read the set again).
             if let Some(cause) = self.reload.take() {
-                // One reload covers the output directory too (it reads the set again).
-                self.check = false;
                 return Step::Reload(cause);
             }
             if std::mem::take(&mut self.check) {
                 return Step::CheckInstalled;
             }
         }
-        if self.renew.reached(now) {
+        if self.renew_now || self.renew.reached(now) {
+            self.renew_now = false;
             self.phase = Phase::Renewing;
             return Step::Renew;
         }
@@ -226,7 +244,7 @@ impl Machine {
             self.phase = Phase::RunningHooks;
             return Step::RunOwedHooks;
         }
-        let mut wall = now.wall + MAX_SLEEP;
+        let mut wall = later(now.wall, MAX_SLEEP);
         let mut mono: Option<Duration> = self.debounce;
         for due in [Some(self.renew), self.hooks].into_iter().flatten() {
             match due {
@@ -246,8 +264,9 @@ impl Machine {
         match input {
             Input::Stop => self.phase = Phase::Stopped,
             Input::Reload => self.reload = Some(ReloadCause::Signal),
-            // During a renewal this is overwritten by its outcome: the renewal answers it.
-            Input::RenewNow => self.renew = Due::Mono(now.mono),
+            // The renewal under way answers it.
+            Input::RenewNow if self.phase == Phase::Renewing => {}
+            Input::RenewNow => self.renew_now = true,
             Input::Files { config, output } => {
                 if config && self.reload.is_none() {
                     self.reload = Some(ReloadCause::FileChanged);
@@ -270,6 +289,7 @@ impl Machine {
         last_success: Option<OffsetDateTime>,
     ) -> Scheduled {
         let last_success = Policy::trusted_last_success(last_success, now.wall);
+        self.usable = matches!(set, SetView::Valid { .. });
         let (at, held) = match set {
             SetView::Valid {
                 not_before,
@@ -294,17 +314,15 @@ impl Machine {
     }
 
     /// The installed set, read after file-system activity in the output directory. Our own
-    /// writes end here too and find the set intact: the schedule stands. Returns whether the
-    /// set needs repairing (then renewal is due now).
-    pub fn set_checked(&mut self, now: Now, set: SetView) -> bool {
-        match set {
-            // Expired, yet ours and whole: the schedule (with its rate floor) has it in hand.
-            SetView::Valid { .. } | SetView::Expired => false,
-            SetView::Unusable => {
-                self.renew = Due::Mono(now.mono);
-                true
-            }
-        }
+    /// writes end here too and find the set intact: the schedule stands. Returns whether a set
+    /// that was usable was found removed or damaged: it is repaired now. With no usable set
+    /// before either, the schedule (with its backoff) already has the renewal in hand.
+    pub fn set_checked(&mut self, set: SetView) -> bool {
+        let was_usable = std::mem::replace(&mut self.usable, matches!(set, SetView::Valid { .. }));
+        // Expired, yet ours and whole: the schedule (with its rate floor) has it in hand.
+        let repair = was_usable && set == SetView::Unusable;
+        self.renew_now |= repair;
+        repair
     }
 
     /// Hooks are owed for the installed set (found in state.json at start): run them now.
@@ -328,6 +346,7 @@ impl Machine {
             .next_renewal(not_before, not_after, (self.draw)());
         let (at, held) = self.policy.rate_limited(due, Some(now.wall));
         self.renew = Due::Wall(at);
+        self.usable = true;
         // A new install supersedes hooks owed for the previous set.
         self.hook_rounds = 1;
         self.hooks = hooks_owed.then(|| Due::Mono(now.mono + self.hook_delay()));
@@ -624,7 +643,7 @@ mod tests {
     }
 
     #[test]
-    fn file_events_are_debounced_and_a_config_change_covers_the_output_check() {
+    fn file_events_are_debounced_and_then_the_config_and_the_output_are_looked_at() {
         let mut m = with_fresh_set();
         m.input(
             at(10),
@@ -642,12 +661,15 @@ mod tests {
         );
         let (_, mono) = waits_until(m.next(at(10)));
         assert_eq!(mono, Some(at(10).mono + DEBOUNCE));
-        let later = Now {
+        let settled = Now {
             wall: at(10).wall + DEBOUNCE,
             mono: at(10).mono + DEBOUNCE,
         };
-        assert_eq!(m.next(later), Step::Reload(ReloadCause::FileChanged));
-        assert_eq!(m.next(later), only_renewal_at(1800));
+        assert_eq!(m.next(settled), Step::Reload(ReloadCause::FileChanged));
+        // A reload that keeps the running config reads nothing: the set is still checked.
+        assert_eq!(m.next(settled), Step::CheckInstalled);
+        assert!(!m.set_checked(valid(0, 3600)));
+        assert_eq!(m.next(settled), only_renewal_at(1800));
     }
 
     #[test]
@@ -661,7 +683,7 @@ mod tests {
             },
         );
         assert_eq!(m.next(at(11)), Step::CheckInstalled);
-        assert!(!m.set_checked(at(11), valid(0, 3600)));
+        assert!(!m.set_checked(valid(0, 3600)));
         assert_eq!(m.next(at(11)), only_renewal_at(1800));
         m.input(
             at(20),
@@ -671,8 +693,83 @@ mod tests {
             },
         );
         assert_eq!(m.next(at(21)), Step::CheckInstalled);
-        assert!(m.set_checked(at(21), SetView::Unusable));
+        assert!(m.set_checked(SetView::Unusable));
         assert_eq!(m.next(at(21)), Step::Renew);
+    }
+
+    #[test]
+    fn sigusr1_during_owed_hooks_survives_a_reload_that_reschedules() {
+        let mut m = with_fresh_set();
+        m.hooks_owed_at_start(at(0));
+        assert_eq!(m.next(at(0)), Step::RunOwedHooks);
+        m.input(at(1), Input::RenewNow);
+        m.input(at(1), Input::Reload);
+        m.hooks_ran(at(2), false);
+        assert_eq!(m.next(at(2)), Step::Reload(ReloadCause::Signal));
+        // The reload took a new config and read the set again: its schedule is 30 min away.
+        m.reloaded(POLICY, BACKOFF);
+        m.set_read(at(2), valid(0, 3600), None);
+        assert_eq!(m.next(at(2)), Step::Renew);
+    }
+
+    #[test]
+    fn without_a_usable_set_our_own_writes_do_not_defeat_the_backoff() {
+        // No set, the service down: each failure is followed by writes into the output
+        // directory (state.json, a metrics file there), which a check finds still unusable.
+        let mut m = machine();
+        m.set_read(at(0), SetView::Unusable, None);
+        assert_eq!(m.next(at(0)), Step::Renew);
+        let delay = m.renewal_failed(at(0), Failure::Permanent, 1);
+        m.input(
+            at(0),
+            Input::Files {
+                config: false,
+                output: true,
+            },
+        );
+        assert_eq!(m.next(at(1)), Step::CheckInstalled);
+        assert!(!m.set_checked(SetView::Unusable));
+        let (_, mono) = waits_until(m.next(at(1)));
+        assert_eq!(mono, Some(delay));
+        // A set that was usable and is found damaged is repaired at once, backoff or not.
+        let mut m = with_fresh_set();
+        assert_eq!(m.next(at(1800)), Step::Renew);
+        m.renewal_failed(at(1800), T, 1);
+        m.input(
+            at(1801),
+            Input::Files {
+                config: false,
+                output: true,
+            },
+        );
+        assert_eq!(m.next(at(1802)), Step::CheckInstalled);
+        assert!(m.set_checked(SetView::Unusable));
+        assert_eq!(m.next(at(1802)), Step::Renew);
+    }
+
+    #[test]
+    fn a_clock_at_the_end_of_time_is_no_panic() {
+        let end = Now {
+            wall: datetime!(9999-12-31 23:59:59.999 UTC),
+            mono: Duration::from_secs(10),
+        };
+        let mut m = machine();
+        assert_eq!(m.next(end), Step::Renew);
+        m.renewal_failed(end, T, 1);
+        assert!(m.next_renewal(end) >= end.wall - HOUR);
+        assert!(matches!(m.next(end), Step::Wait { .. }));
+        m.input(
+            end,
+            Input::Files {
+                config: true,
+                output: true,
+            },
+        );
+        assert!(matches!(m.next(end), Step::Wait { .. }));
+        let hour_before = end.wall - HOUR;
+        m.renewed(end, hour_before, end.wall, true);
+        m.set_read(end, SetView::Expired, Some(end.wall));
+        assert_eq!(m.next(end), Step::Renew);
     }
 
     #[test]

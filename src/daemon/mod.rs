@@ -201,7 +201,7 @@ impl<S: Future<Output = ()>> Inputs<S> {
                     return Input::Reload;
                 }
                 _ = self.signals.usr1.recv() => {
-                    tracing::info!("SIGUSR1: renewing now");
+                    tracing::info!("SIGUSR1: renewing now (a renewal under way answers it)");
                     return Input::RenewNow;
                 }
                 Some(event) = self.fs_rx.recv() => {
@@ -255,6 +255,8 @@ struct FileFilter {
     /// For the trust-anchor paths (`ca_file`, `ca_dir`, ...).
     certificate: CertificateConfig,
     out: PathBuf,
+    /// The metrics textfile, which we rewrite after every attempt (it may live in `out`).
+    metrics: Option<PathBuf>,
 }
 
 impl Watch {
@@ -263,6 +265,7 @@ impl Watch {
             config_path: core.config_path.clone(),
             certificate: core.config.certificate.clone(),
             out: core.renewer.store().dir().to_path_buf(),
+            metrics: core.metrics_path().map(Path::to_path_buf),
         };
         Watch {
             _watcher: filter.watch(tx),
@@ -335,6 +338,8 @@ impl FileFilter {
             } else if crate::pki::anchors::is_anchor_path(&self.certificate, path) {
                 // Reloading an unchanged config reloads the trust anchors.
                 result.0 = true;
+            } else if self.metrics.as_deref() == Some(path.as_path()) {
+                // Ours, rewritten after every attempt, and no part of the set.
             } else if path.starts_with(self.out.join(crate::spare::SPARE_DIR)) {
                 // The spare is written and removed by us, and is no part of the set.
             } else if path.starts_with(&self.out) {
@@ -519,7 +524,10 @@ impl Daemon {
                     match self.core.reload() {
                         Reloaded::Kept => {}
                         Reloaded::Unchanged { anchors: false } => {}
-                        Reloaded::Unchanged { anchors: true } => self.schedule_from_disk(),
+                        Reloaded::Unchanged { anchors: true } => {
+                            self.schedule_from_disk();
+                            self.core.persist();
+                        }
                         Reloaded::Taken => {
                             self.machine
                                 .reloaded(policy(&self.core.config), backoff(&self.core.config));
@@ -532,10 +540,11 @@ impl Daemon {
                 Step::CheckInstalled => {
                     let now = self.clock.now();
                     let current = self.core.renewer.store().read_current();
-                    if self.machine.set_checked(now, view(&current, now.wall)) {
+                    if self.machine.set_checked(view(&current, now.wall)) {
                         tracing::warn!(
                             "the installed certificate set was removed or damaged; repairing it now"
                         );
+                        self.core.state.next_renewal = Some(now.wall);
                     }
                 }
             }
@@ -635,7 +644,7 @@ impl Daemon {
                 };
                 let failures = core.state.consecutive_failures;
                 let delay = self.machine.renewal_failed(now, failure, failures);
-                let retry_at = now.wall + delay;
+                let retry_at = machine::later(now.wall, delay);
                 core.state.next_renewal = Some(retry_at);
                 if failure == Failure::Permanent {
                     tracing::error!(
@@ -795,18 +804,22 @@ impl Core {
         }
     }
 
+    /// `run --metrics-file`, else `output.metrics_file`.
+    fn metrics_path(&self) -> Option<&Path> {
+        self.metrics_override.as_deref().or(self
+            .config
+            .output
+            .metrics_file
+            .as_ref()
+            .map(|p| p.0.as_path()))
+    }
+
     fn persist(&self) {
         let dir = self.renewer.store().dir();
         if let Err(e) = self.state.save(dir) {
             tracing::warn!("cannot write state.json: {e}");
         }
-        let metrics = self.metrics_override.as_ref().or(self
-            .config
-            .output
-            .metrics_file
-            .as_ref()
-            .map(|p| &p.0));
-        if let Some(path) = metrics {
+        if let Some(path) = self.metrics_path() {
             let leaf: Option<LeafInfo> = self
                 .renewer
                 .store()
