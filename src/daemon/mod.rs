@@ -389,6 +389,10 @@ impl Daemon {
         if removed > 0 {
             tracing::info!(removed, "removed leftovers of an interrupted install");
         }
+        // A renewal prunes after its hooks; one stopped during them left that to here.
+        if let Ok(Some(current)) = store.current_generation() {
+            store.prune_after(&current);
+        }
         if let Some(layout) = crate::swanctl::Layout::from_config(&config) {
             layout.ensure(&store)?;
         }

@@ -613,3 +613,28 @@ fn a_stop_while_the_next_key_is_being_generated_exits_cleanly() {
         assert_eq!(code, Some(0), "round {round}: {}", daemon.log_text());
     }
 }
+
+#[test]
+fn generations_past_keep_are_pruned_when_the_daemon_starts() {
+    // A renewal prunes after its hooks, so one stopped during them leaves an extra generation;
+    // here, lowering output.keep leaves two.
+    let emulator = Emulator::start(&[]);
+    let setup = Setup::new(&emulator, 2048, "", "");
+    for _ in 0..3 {
+        assert_exit(&setup.run(&["renew", "--force"]), 0);
+    }
+    assert_eq!(setup.generations().len(), 3);
+    let serial = current_serial(&setup).unwrap();
+    setup.add_output_settings("keep = 1");
+    let mut daemon = DaemonProc::start(&setup);
+    wait_for(Duration::from_secs(30), "the daemon to start", || {
+        daemon
+            .log_text()
+            .contains("installed certificate is valid")
+            .then_some(())
+    });
+    assert_eq!(setup.generations().len(), 1, "{:?}", setup.generations());
+    assert_eq!(current_serial(&setup), Some(serial));
+    daemon.signal(Signal::SIGTERM);
+    assert_eq!(daemon.wait_exit(Duration::from_secs(30)), Some(0));
+}
