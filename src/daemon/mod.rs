@@ -436,7 +436,7 @@ impl Daemon {
         }
         // With time to spare, the first renewal's key is made now, at low priority; when a
         // renewal is due at once it generates its own key at normal priority instead.
-        if daemon.machine.next_renewal(now) > now.wall + Duration::from_secs(60) {
+        if daemon.machine.next_renewal(now) > machine::later(now.wall, Duration::from_secs(60)) {
             daemon
                 .core
                 .keys
@@ -480,7 +480,10 @@ impl Daemon {
             let step = self.machine.next(now);
             if let Step::Wait { wall: at, mono } = step {
                 let far = now.mono + IDLE_AFTER;
-                if worked && at >= now.wall + IDLE_AFTER && mono.is_none_or(|m| m >= far) {
+                if worked
+                    && at >= machine::later(now.wall, IDLE_AFTER)
+                    && mono.is_none_or(|m| m >= far)
+                {
                     crate::footprint::trim();
                     worked = false;
                 }
