@@ -416,6 +416,11 @@ mod tests {
     };
     const HOUR: Duration = Duration::from_secs(3600);
     const T: Failure = Failure::Transient { retry_after: None };
+    /// Something in the output directory changed.
+    const OUTPUT: Input = Input::Files {
+        config: false,
+        output: true,
+    };
 
     /// Draws the top of the jitter range: delays are at their ceiling, easy to reason about.
     fn top() -> f64 {
@@ -645,13 +650,7 @@ mod tests {
     #[test]
     fn file_events_are_debounced_and_then_the_config_and_the_output_are_looked_at() {
         let mut m = with_fresh_set();
-        m.input(
-            at(10),
-            Input::Files {
-                config: false,
-                output: true,
-            },
-        );
+        m.input(at(10), OUTPUT);
         m.input(
             at(10),
             Input::Files {
@@ -675,23 +674,11 @@ mod tests {
     #[test]
     fn a_damaged_set_is_repaired_now_and_our_own_writes_change_nothing() {
         let mut m = with_fresh_set();
-        m.input(
-            at(10),
-            Input::Files {
-                config: false,
-                output: true,
-            },
-        );
+        m.input(at(10), OUTPUT);
         assert_eq!(m.next(at(11)), Step::CheckInstalled);
         assert!(!m.set_checked(valid(0, 3600)));
         assert_eq!(m.next(at(11)), only_renewal_at(1800));
-        m.input(
-            at(20),
-            Input::Files {
-                config: false,
-                output: true,
-            },
-        );
+        m.input(at(20), OUTPUT);
         assert_eq!(m.next(at(21)), Step::CheckInstalled);
         assert!(m.set_checked(SetView::Unusable));
         assert_eq!(m.next(at(21)), Step::Renew);
@@ -720,13 +707,7 @@ mod tests {
         m.set_read(at(0), SetView::Unusable, None);
         assert_eq!(m.next(at(0)), Step::Renew);
         let delay = m.renewal_failed(at(0), Failure::Permanent, 1);
-        m.input(
-            at(0),
-            Input::Files {
-                config: false,
-                output: true,
-            },
-        );
+        m.input(at(0), OUTPUT);
         assert_eq!(m.next(at(1)), Step::CheckInstalled);
         assert!(!m.set_checked(SetView::Unusable));
         let (_, mono) = waits_until(m.next(at(1)));
@@ -735,13 +716,7 @@ mod tests {
         let mut m = with_fresh_set();
         assert_eq!(m.next(at(1800)), Step::Renew);
         m.renewal_failed(at(1800), T, 1);
-        m.input(
-            at(1801),
-            Input::Files {
-                config: false,
-                output: true,
-            },
-        );
+        m.input(at(1801), OUTPUT);
         assert_eq!(m.next(at(1802)), Step::CheckInstalled);
         assert!(m.set_checked(SetView::Unusable));
         assert_eq!(m.next(at(1802)), Step::Renew);
