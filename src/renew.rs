@@ -366,10 +366,6 @@ pub struct KeySource {
     next: Option<tokio::sync::oneshot::Receiver<Result<Prepared, RenewError>>>,
 }
 
-fn spare_enabled(config: &Config) -> bool {
-    config.certificate.spare_key && !config.certificate.reuse_key
-}
-
 impl KeySource {
     pub fn new(bits: u32) -> KeySource {
         KeySource { bits, next: None }
@@ -383,7 +379,7 @@ impl KeySource {
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
         let config = config.clone();
-        let spare = spare_enabled(&config).then(|| Spare::new(store.dir()));
+        let spare = Spare::enabled(&config).then(|| Spare::new(store.dir()));
         let installed = installed_public_key(store);
         let spawned = std::thread::Builder::new()
             .name("eit-keygen".into())
@@ -436,7 +432,7 @@ impl KeySource {
                 _ => {}
             }
         }
-        if spare_enabled(config) {
+        if Spare::enabled(config) {
             let spare = Spare::new(store.dir());
             let installed = installed_public_key(store);
             let owned = config.clone();
@@ -500,21 +496,14 @@ fn prepare_next(
 /// SHA-256 of the public key (SubjectPublicKeyInfo DER), hex: names a key in the log.
 pub fn fingerprint(key: &PrivateKey) -> String {
     key.public_key_der()
-        .map(|der| hex(&openssl::sha::sha256(&der)))
+        .map(|der| validate::hex_lower(&openssl::sha::sha256(&der)))
         .unwrap_or_default()
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// The installed certificate's public key (DER), so that its key is never taken as a spare.
+/// The certificate alone is read: the key is not needed for this.
 fn installed_public_key(store: &Store) -> Option<Vec<u8>> {
-    store
-        .read_current()
-        .ok()
-        .flatten()
-        .map(|set| set.leaf.public_key_der)
+    store.current_leaf().map(|leaf| leaf.public_key_der)
 }
 
 /// The installed key, when it parses and matches the installed certificate.
@@ -523,7 +512,12 @@ fn installed_key(store: &Store) -> Option<PrivateKey> {
     if !set.key_matches() {
         return None;
     }
-    let pem = zeroize::Zeroizing::new(std::fs::read(set.dir.join(crate::store::KEY_FILE)).ok()?);
+    let pem = crate::files::read_secret(
+        &set.dir.join(crate::store::KEY_FILE),
+        crate::files::Links::Refuse,
+        crate::files::limit::KEY,
+    )
+    .ok()?;
     PrivateKey::from_pem(&pem).ok()
 }
 

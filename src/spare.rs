@@ -148,9 +148,14 @@ impl Spare {
         &self.dir
     }
 
+    /// Whether `config` keeps a spare: `certificate.spare_key`, and keys are not reused.
+    pub fn enabled(config: &Config) -> bool {
+        config.certificate.spare_key && !config.certificate.reuse_key
+    }
+
     /// Whether a spare is on disk (not checked in depth: that happens when it is used).
     pub fn state(&self, config: &Config) -> SpareState {
-        if !config.certificate.spare_key || config.certificate.reuse_key {
+        if !Spare::enabled(config) {
             return SpareState::Disabled;
         }
         let all = [KEY, CSR, META]
