@@ -571,18 +571,8 @@ fn start_to_ready(
     rt.block_on(build_renewer(&short.url, &pristine)?.renew(expired_key))?;
     drop(short);
     let _ = std::fs::remove_file(pristine.join("state.json"));
-    let etc = dir.join("etc");
-    std::fs::create_dir_all(&etc)?;
-    let config_path = etc.join("config.toml");
     let out = dir.join("out");
-    std::fs::write(
-        &config_path,
-        format!(
-            "[metadata]\nendpoint = {url:?}\n\n[certificate]\nkey_bits = {}\n\n[output]\ndir = {:?}\n",
-            s.key_bits,
-            out.display().to_string()
-        ),
-    )?;
+    let config_path = write_config(dir, url, s.key_bits, &out)?;
     let config = Config::load(&config_path)?;
     let spare = Prepared::new(spare_key, &config.certificate.subject)?;
     std::thread::sleep(Duration::from_secs(3));
@@ -682,17 +672,7 @@ fn idle_daemon(
     rt.block_on(build_renewer(url, &out)?.renew(key))?;
     // The daemon watches the config file's directory: nothing else is written there (its log
     // goes one level up), so no file event wakes it during the window.
-    let etc = dir.join("etc");
-    std::fs::create_dir_all(&etc)?;
-    let config = etc.join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[metadata]\nendpoint = {url:?}\n\n[certificate]\nkey_bits = {}\n\n[output]\ndir = {:?}\n",
-            s.key_bits,
-            out.display().to_string()
-        ),
-    )?;
+    let config = write_config(dir, url, s.key_bits, &out)?;
     let log_path = dir.join("daemon.log");
     let mut child = Command::new(&s.binary)
         .arg("--config")
@@ -713,6 +693,22 @@ fn idle_daemon(
     })?;
     idle.renewed = renewed;
     Ok(idle)
+}
+
+/// The daemon's config, `DIR/etc/config.toml`: the emulator at `url`, `bits`-bit keys, the
+/// set in `out`, everything else at its default.
+fn write_config(dir: &Path, url: &str, bits: u32, out: &Path) -> Result<PathBuf> {
+    let etc = dir.join("etc");
+    std::fs::create_dir_all(&etc)?;
+    let path = etc.join("config.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[metadata]\nendpoint = {url:?}\n\n[certificate]\nkey_bits = {bits}\n\n[output]\ndir = {:?}\n",
+            out.display().to_string()
+        ),
+    )?;
+    Ok(path)
 }
 
 /// Where `current` points, to notice a renewal the daemon was not supposed to make.

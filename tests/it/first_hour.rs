@@ -147,23 +147,21 @@ fn logs_have_no_colour_on_a_pipe_and_no_timestamps_under_journald() {
 fn init_creates_the_missing_directory_and_a_readable_file() {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("etc/eit-certd/config.toml");
-    let o = Command::new(bin())
-        .arg("--config")
-        .arg(&path)
-        .arg("init")
-        .output()
-        .unwrap();
+    let init = || {
+        Command::new(bin())
+            .arg("--config")
+            .arg(&path)
+            .arg("init")
+            .output()
+            .unwrap()
+    };
+    let o = init();
     assert_exit(&o, 0);
     assert_eq!(mode(&path) & 0o777, 0o644);
     assert_eq!(mode(path.parent().unwrap()) & 0o777, 0o755);
     assert!(stdout(&o).contains("wrote"), "{}", stdout(&o));
     // Written once; a second init leaves the file alone (exit 2, says so).
-    let o = Command::new(bin())
-        .arg("--config")
-        .arg(&path)
-        .arg("init")
-        .output()
-        .unwrap();
+    let o = init();
     assert_exit(&o, 2);
     assert!(stderr(&o).contains("left as it is"), "{}", stderr(&o));
 }
