@@ -290,7 +290,7 @@ async fn renew_with_state(renewer: &Renewer) -> Result<AttemptOutcome, Failure> 
     let dir = renewer.store().dir().to_path_buf();
     let mut state = State::load(&dir);
     let mut keys = KeySource::new(config.certificate.key_bits.0);
-    let result = renewer.attempt(&mut keys, &mut state).await;
+    let result = renewer.attempt(&mut keys, &mut state, |_| {}).await;
     if let Ok(outcome) = &result {
         let leaf = &outcome.renewed.verified.leaf;
         let policy = Policy::from(&config.certificate);
