@@ -38,6 +38,7 @@ pub mod metadata;
 pub mod metrics;
 pub mod pki;
 pub mod renew;
+pub mod sandbox;
 pub mod schedule;
 pub mod spare;
 pub mod state;

@@ -190,3 +190,70 @@ fn json_log_format_emits_json_lines() {
         assert!(v["level"].is_string() && v["fields"].is_object(), "{line}");
     }
 }
+
+/// `check` reads the installed unit and its drop-ins as systemd finds them (`SYSTEMD_UNIT_PATH`
+/// here) and refuses a configured path the sandboxed daemon could not write: the metrics file
+/// and the swanctl links outside `ReadWritePaths=` used to pass `check` and then fail (or, for
+/// the metrics, vanish) under systemd.
+#[test]
+fn check_refuses_paths_the_shipped_unit_may_not_write() {
+    let emulator = Emulator::start(&[]);
+    let scratch = tempfile::tempdir().unwrap();
+    // Not under /tmp: the unit's PrivateTmp=yes gives the daemon a writable /tmp of its own.
+    let swanctl_parent = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let swanctl = swanctl_parent.path().join("swanctl");
+    std::fs::create_dir_all(&swanctl).unwrap();
+    let setup = Setup::new(
+        &emulator,
+        2048,
+        "",
+        &format!("[output.swanctl]\ndir = \"{}\"\n", swanctl.display()),
+    );
+    setup.add_output_settings("metrics_file = \"/srv/eit-certd-metrics/eit-certd.prom\"\n");
+    let units = scratch.path().join("units");
+    let dropins = units.join("eit-certd.service.d");
+    std::fs::create_dir_all(&dropins).unwrap();
+    let unit_path = units.to_str().unwrap();
+    let check = || setup.run_with_env(&["check"], &[("SYSTEMD_UNIT_PATH", unit_path)]);
+
+    // No unit installed: nothing is known, nothing is claimed.
+    assert_exit(&check(), 0);
+
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/examples/eit-certd.service"),
+        units.join("eit-certd.service"),
+    )
+    .unwrap();
+    let o = check();
+    assert_exit(&o, 2);
+    let text = stdout(&o);
+    for key in ["key", "cert", "chain"] {
+        assert!(
+            text.contains(&format!("problem: output.swanctl.{key}: "))
+                && text.contains("read-only for the daemon under its systemd unit"),
+            "{text}"
+        );
+    }
+    assert!(text.contains("eit-certd-swanctl.conf"), "{text}");
+    assert!(
+        text.contains("problem: output.metrics_file: /srv/eit-certd-metrics is read-only"),
+        "{text}"
+    );
+    assert!(!text.contains("problem: output.dir"), "{text}");
+
+    // The documented drop-ins (swanctl's, with this test's directory) make both writable.
+    std::fs::write(
+        dropins.join("swanctl.conf"),
+        format!(
+            "[Service]\nReadWritePaths=-{0}/private -{0}/x509 -{0}/x509ca\n",
+            swanctl.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dropins.join("metrics.conf"),
+        "[Service]\nReadWritePaths=/srv/eit-certd-metrics\n",
+    )
+    .unwrap();
+    assert_exit(&check(), 0);
+}
