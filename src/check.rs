@@ -113,6 +113,19 @@ pub fn offline(config: &Config) -> Vec<Problem> {
     if let Some(sandbox) = crate::sandbox::Sandbox::installed() {
         problems.extend(unit_may_write(config, &sandbox));
     }
+    // A running consumer that cannot read the set fails at its next reload, whatever the
+    // hook says (only processes that run now are known; the serial is not `check`'s business).
+    for consumer in crate::consumers::survey(config, None) {
+        for p in &consumer.processes {
+            if let (Some(what), Some(fix)) = (&p.problem, &p.fix) {
+                problems.push(problem(
+                    format!("hooks.{}", consumer.hook),
+                    format!("{} {what}", consumer.kind.name()),
+                    fix.as_str(),
+                ));
+            }
+        }
+    }
     problems
 }
 

@@ -26,6 +26,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod config_words;
+pub mod consumers;
 pub mod daemon;
 #[cfg(feature = "emulator")]
 pub use eit_certd_emulator as emulator;
