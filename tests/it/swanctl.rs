@@ -1349,4 +1349,32 @@ fn charon_holds_a_bounded_number_of_certificates_over_rotations() {
     rotate(3);
     let (count, _) = held();
     assert_eq!(count, first + 3, "{}", charon.ok(&["--list-certs"]));
+
+    // A set swanctl cannot read (here: a key file that is gone) is named before anything is
+    // loaded or cleared.
+    let serial = current_serial(&setup).unwrap();
+    let current = setup.current();
+    let missing = current.join("no-such-key.pem");
+    let o = Command::new(hook())
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("EIT_CERTD_BIN", bin())
+        .env("STRONGSWAN_CONF", root.join("strongswan.conf"))
+        .env("SWANCTL_DIR", &dir)
+        .env("EIT_SERIAL", &serial)
+        .env("EIT_KEY_FILE", &missing)
+        .env("EIT_CERT_FILE", current.join("cert.pem"))
+        .env("EIT_CHAIN_FILE", current.join("chain.pem"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("swanctl cannot read a file of the new set")
+            && err.contains(&missing.display().to_string()),
+        "{err}"
+    );
+    assert!(!err.contains("load-creds"), "it loaded anyway: {err}");
+    assert_eq!(held().0, first + 3, "charon's credentials changed");
 }
