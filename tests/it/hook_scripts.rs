@@ -314,25 +314,29 @@ fn stunnel_reload_fails_when_nothing_is_running_unless_optional() {
     assert!(err.contains("does not hold a process id ('12ab')"), "{err}");
 }
 
-/// A stand-in `systemctl` in a fresh directory, to put first on PATH: it logs each call to
-/// `systemctl.log` next to that directory and runs `body` (sh) with the arguments.
-fn fake_systemctl(dir: &Path, body: &str) -> (PathBuf, String) {
+/// A stand-in program `name` in `dir/bin`, to put first on PATH: it logs each call's arguments
+/// to `dir/<name>.log` and runs `body` (sh) with them. Returns (that log, the PATH).
+fn fake_program(dir: &Path, name: &str, body: &str) -> (PathBuf, String) {
     let bin = dir.join("bin");
     fs::create_dir_all(&bin).unwrap();
-    let log = dir.join("systemctl.log");
-    let systemctl = bin.join("systemctl");
+    let log = dir.join(format!("{name}.log"));
+    let program = bin.join(name);
     fs::write(
-        &systemctl,
+        &program,
         format!("#!/bin/sh\necho \"$*\" >> {}\n{body}\n", log.display()),
     )
     .unwrap();
-    fs::set_permissions(&systemctl, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(&program, fs::Permissions::from_mode(0o755)).unwrap();
     let path = format!(
         "{}:{}",
         bin.display(),
         std::env::var("PATH").unwrap_or_default()
     );
     (log, path)
+}
+
+fn fake_systemctl(dir: &Path, body: &str) -> (PathBuf, String) {
+    fake_program(dir, "systemctl", body)
 }
 
 #[test]
@@ -429,6 +433,49 @@ fn stunnel_reload_goes_through_systemd_when_a_unit_is_named_and_confirms_the_rel
         running.hups(),
         0,
         "signalled a pid despite STUNNEL_SYSTEMD_UNIT"
+    );
+}
+
+#[test]
+fn stunnel_reload_reads_the_verdict_from_the_journal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let one = Trapped::start(tmp.path(), "one", &sh());
+    // No `output =`: stunnel logs to syslog or stderr, i.e. the journal, under its pid.
+    fs::write(&one.conf, "; logs to the journal\n").unwrap();
+    fs::write(tmp.path().join("one.pid"), one.pid().to_string()).unwrap();
+    // journalctl as far as the hook asks: the cursor of the last entry, then what the pid
+    // logged after it (the stand-in's log).
+    let (calls, path) = fake_program(
+        tmp.path(),
+        "journalctl",
+        &format!(
+            "case \"$*\" in\n\
+             '-q -n 1 -o cat --show-cursor') echo 'an older entry'; echo '-- cursor: s=ab;i=7' ;;\n\
+             '-q -o cat --after-cursor=s=ab;i=7 _PID={pid}') cat {log} ;;\n\
+             *) exit 1 ;;\n\
+             esac",
+            pid = one.pid(),
+            log = one.hup.display()
+        ),
+    );
+    let glob = format!("{}/*.pid", tmp.path().display());
+    let out = run_hook(
+        "stunnel-reload",
+        &[
+            ("PATH", path.as_str()),
+            ("STUNNEL_PID_GLOB", glob.as_str()),
+            ("STUNNEL_SKIP_COMM_CHECK", "1"),
+            ("STUNNEL_LOG", "journal"),
+        ],
+    );
+    let err = stderr(&out);
+    assert_eq!(code(&out), 0, "{err}\njournalctl calls:\n{}", read(&calls));
+    assert_eq!(one.hups(), 1);
+    assert!(err.contains("'Configuration successful'"), "{err}");
+    assert!(
+        read(&calls).contains(&format!("--after-cursor=s=ab;i=7 _PID={}", one.pid())),
+        "{}",
+        read(&calls)
     );
 }
 
@@ -1086,6 +1133,52 @@ fn nfs_remount_in_unit_mode_fails_with_the_units_result() {
         err.contains("the run that was under way did not finish within 1s"),
         "{err}"
     );
+}
+
+/// examples/eit-certd-remount.service is what unit mode starts: a plain oneshot (a unit with
+/// RemainAfterExit would never run again), acting (EIT_HOOK_DRY_RUN=0, overridable from the
+/// optional remount.env), running the installed hook, and without the sandboxing that keeps
+/// the daemon from mounting (its own mount namespace, capability limits); not enabled at boot.
+#[test]
+fn the_remount_unit_is_an_unsandboxed_oneshot_that_runs_the_hook() {
+    let unit = fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/eit-certd-remount.service"),
+    )
+    .unwrap();
+    let settings: Vec<&str> = unit
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with(';'))
+        .collect();
+    for wanted in [
+        "[Service]",
+        "Type=oneshot",
+        "Environment=EIT_HOOK_DRY_RUN=0",
+        "EnvironmentFile=-/etc/eit-certd/remount.env",
+        "ExecStart=/usr/lib/eit-certd/hooks/nfs-remount",
+    ] {
+        assert!(settings.contains(&wanted), "no {wanted:?} in\n{unit}");
+    }
+    for line in &settings {
+        let key = line.split('=').next().unwrap();
+        assert!(
+            !(key.starts_with("Protect")
+                || key.starts_with("Private")
+                || key.starts_with("Restrict")
+                || [
+                    "CapabilityBoundingSet",
+                    "NoNewPrivileges",
+                    "SystemCallFilter",
+                    "User",
+                    "DynamicUser",
+                    "RemainAfterExit",
+                    "MountFlags"
+                ]
+                .contains(&key)),
+            "{line:?} would keep the remount from working (or from running again)"
+        );
+        assert_ne!(*line, "[Install]", "the unit must not be enabled at boot");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
