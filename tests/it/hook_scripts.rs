@@ -77,6 +77,10 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
+fn mode_of(path: &Path) -> u32 {
+    fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
 fn read(path: &Path) -> String {
     fs::read_to_string(path).unwrap_or_default()
 }
@@ -1350,6 +1354,45 @@ impl Drop for Daemons {
     }
 }
 
+/// `setpriv` arguments that give a program the capability bounding set of the shipped unit
+/// (examples/eit-certd.service's `CapabilityBoundingSet=`), which the daemon's hooks inherit:
+/// root without CAP_DAC_OVERRIDE or CAP_DAC_READ_SEARCH, i.e. unable to read another user's
+/// 0640 file. None without setpriv (util-linux).
+fn unit_bounding_set() -> Option<Vec<String>> {
+    if !on_path("setpriv") {
+        return None;
+    }
+    let unit = fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/eit-certd.service"),
+    )
+    .unwrap();
+    let caps = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+        .expect("the unit sets CapabilityBoundingSet");
+    let mut set = String::from("-all");
+    for cap in caps.split_whitespace() {
+        set.push_str(&format!(
+            ",+{}",
+            cap.trim_start_matches("CAP_").to_lowercase()
+        ));
+    }
+    Some(vec!["--bounding-set".into(), set, "--".into()])
+}
+
+/// [`run_hook`] with the shipped unit's capability bounding set, as the daemon runs it there.
+fn run_hook_as_in_the_unit(name: &str, vars: &[(&str, &str)], setpriv: &[String]) -> Output {
+    let mut cmd = Command::new("setpriv");
+    cmd.args(setpriv)
+        .arg(hook(name))
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("EIT_CERTD_BIN", certd_bin())
+        .envs(vars.iter().copied())
+        .stdin(Stdio::null());
+    cmd.output().unwrap()
+}
+
 #[test]
 fn stunnel_reload_proves_that_a_real_stunnel_took_the_new_certificate() {
     let Some(stunnel) = ["stunnel4", "stunnel"].into_iter().find(|p| on_path(p)) else {
@@ -1375,6 +1418,10 @@ fn stunnel_reload_proves_that_a_real_stunnel_took_the_new_certificate() {
         return;
     };
     let group = nix::unistd::Group::from_gid(user.gid).unwrap().unwrap();
+    let Some(setpriv) = unit_bounding_set() else {
+        skipped!("hook_scripts::real stunnel: no setpriv on PATH (apt-get install util-linux), to run the hook with the unit's capabilities");
+        return;
+    };
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
     // As /var/lib/eit-certd: the dropped user may pass through (a tempdir is 0700).
@@ -1510,6 +1557,25 @@ fn stunnel_reload_proves_that_a_real_stunnel_took_the_new_certificate() {
     };
     assert_eq!(reloads(), 1, "{}", read(&log));
 
+    let glob = format!("{}/*.pid", run.display());
+    let vars = [("STUNNEL_PID_GLOB", glob.as_str()), ("EIT_SERIAL", "0A1B")];
+    let hook = |vars: &[(&str, &str)]| run_hook_as_in_the_unit("stunnel-reload", vars, &setpriv);
+
+    // 0. stunnel created its `output =` log 0640 as its user: inside the unit's bounding set
+    //    root cannot read it, so nothing could be confirmed; said before any signal. (Made
+    //    readable for the rest, as the hook's message suggests.)
+    assert_eq!(mode_of(&log), 0o640);
+    let out = hook(&vars);
+    let err = stderr(&out);
+    assert_eq!(code(&out), 1, "{err}");
+    assert!(
+        err.contains(&format!("cannot read its log {}", log.display()))
+            && err.contains("remove 'output ='"),
+        "{err}"
+    );
+    assert_eq!(reloads(), 1, "stunnel was signalled: {}", read(&log));
+    fs::set_permissions(&log, fs::Permissions::from_mode(0o644)).unwrap();
+
     // 1. eit-certd installs the next generation in a directory stunnel's user cannot enter
     //    (the 0700 of the report): the hook names it and does not signal; stunnel would have
     //    logged "Failed to reload" and kept the old certificate.
@@ -1517,9 +1583,7 @@ fn stunnel_reload_proves_that_a_real_stunnel_took_the_new_certificate() {
     fs::set_permissions(&gen2, fs::Permissions::from_mode(0o700)).unwrap();
     symlink("generations/gen2", out_dir.join("current.new")).unwrap();
     fs::rename(out_dir.join("current.new"), out_dir.join("current")).unwrap();
-    let glob = format!("{}/*.pid", run.display());
-    let vars = [("STUNNEL_PID_GLOB", glob.as_str()), ("EIT_SERIAL", "0A1B")];
-    let out = run_hook("stunnel-reload", &vars);
+    let out = hook(&vars);
     let err = stderr(&out);
     assert_eq!(code(&out), 1, "{err}");
     assert!(
@@ -1534,7 +1598,7 @@ fn stunnel_reload_proves_that_a_real_stunnel_took_the_new_certificate() {
     // 2. Readable: the hook signals, and confirms from stunnel's own log; stunnel presents
     //    the new certificate.
     fs::set_permissions(&gen2, fs::Permissions::from_mode(0o755)).unwrap();
-    let out = run_hook("stunnel-reload", &vars);
+    let out = hook(&vars);
     let err = stderr(&out);
     assert_eq!(code(&out), 0, "{err}\nstunnel log:\n{}", read(&log));
     assert!(
@@ -1554,7 +1618,7 @@ fn stunnel_reload_proves_that_a_real_stunnel_took_the_new_certificate() {
     // 3. The configuration file itself, which stunnel re-reads as its user, made unreadable:
     //    refused before the signal.
     fs::set_permissions(&conf_path, fs::Permissions::from_mode(0o600)).unwrap();
-    let out = run_hook("stunnel-reload", &vars);
+    let out = hook(&vars);
     let err = stderr(&out);
     assert_eq!(code(&out), 1, "{err}");
     assert!(
@@ -1567,7 +1631,7 @@ fn stunnel_reload_proves_that_a_real_stunnel_took_the_new_certificate() {
     // 4. A reload that fails for a reason no permission check sees (a line stunnel rejects):
     //    the hook reports stunnel's own verdict and error.
     fs::write(&conf_path, format!("{conf}this line has no equals sign\n")).unwrap();
-    let out = run_hook("stunnel-reload", &vars);
+    let out = hook(&vars);
     let err = stderr(&out);
     assert_eq!(code(&out), 1, "{err}");
     assert!(
