@@ -739,3 +739,52 @@ kill $HTTP
         "{err}"
     );
 }
+
+/// state.json is read back as input: a planted `hooks_owed.previous_serial` used to reach the
+/// hooks' `EIT_PREVIOUS_SERIAL` verbatim (command substitutions, newlines, a forged
+/// `EIT_SERIAL=` line for a hook that parses `env`); a planted hook result's text reached
+/// `status` raw. Neither does now.
+#[test]
+fn a_planted_state_file_reaches_neither_hooks_nor_the_terminal_raw() {
+    let emulator = Emulator::start(&[]);
+    let scratch = tempfile::tempdir().unwrap();
+    let env_file = scratch.path().join("env");
+    let setup = Setup::new(
+        &emulator,
+        2048,
+        "",
+        &format!(
+            "[[hooks]]\nname = \"dump\"\ncommand = [\"/bin/sh\", \"-c\", \"env > {}\"]\n",
+            env_file.display()
+        ),
+    );
+    assert_exit(&setup.run(&["renew"]), 0);
+    let serial = current_serial(&setup).unwrap();
+    let path = setup.out.join("state.json");
+    let mut state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    state["hooks_owed"] = serde_json::json!({
+        "serial": serial,
+        "previous_serial": "$(touch /tmp/pwned)\nEIT_SERIAL=forged",
+        "names": ["dump"],
+    });
+    state["hooks"][0]["detail"] = serde_json::json!("\u{1b}[2J\u{1b}[31mall good\nINFO forged");
+    std::fs::write(&path, serde_json::to_string(&state).unwrap()).unwrap();
+    std::fs::remove_file(&env_file).unwrap();
+
+    let text = stdout(&setup.run(&["status"]));
+    assert!(!text.contains('\u{1b}'), "{text:?}");
+    assert!(!text.contains("\nINFO forged"), "{text:?}");
+
+    let daemon = DaemonProc::start(&setup);
+    wait_for(Duration::from_secs(30), "the owed hook to run", || {
+        daemon.log_text().contains("hook succeeded").then_some(())
+    });
+    let env = std::fs::read_to_string(&env_file).unwrap();
+    assert!(env.lines().any(|l| l == "EIT_PREVIOUS_SERIAL="), "{env}");
+    assert!(
+        env.lines().any(|l| l == format!("EIT_SERIAL={serial}")),
+        "{env}"
+    );
+    assert!(!env.contains("forged") && !env.contains("pwned"), "{env}");
+}
