@@ -49,10 +49,16 @@ pub fn offline(config: &Config) -> Vec<Problem> {
         ));
     }
     if let Some(path) = &config.metadata.ca_file {
-        match std::fs::read(path) {
+        // The reader every other file goes through: a FIFO does not block it and /dev/zero
+        // does not fill memory (`run` already read it this way).
+        match crate::files::read(
+            path,
+            crate::files::Links::Follow,
+            crate::files::limit::CERTIFICATES,
+        ) {
             Err(e) => problems.push(problem(
                 "metadata.ca_file",
-                format!("cannot read {}: {e}", path.display()),
+                e.to_string(),
                 "point it at the PEM CA bundle that signs the metadata service's certificate",
             )),
             Ok(pem)

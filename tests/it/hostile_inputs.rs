@@ -788,3 +788,42 @@ fn a_planted_state_file_reaches_neither_hooks_nor_the_terminal_raw() {
     );
     assert!(!env.contains("forged") && !env.contains("pwned"), "{env}");
 }
+
+/// `check` read `metadata.ca_file` with a plain read: a FIFO blocked it, `/dev/zero` filled
+/// memory (`run` already refused both). Now it names the file and answers at once.
+#[test]
+fn check_neither_blocks_on_nor_swallows_a_hostile_ca_file() {
+    let emulator = Emulator::start(&["--tls"]);
+    let scratch = tempfile::tempdir().unwrap();
+    let fifo = scratch.path().join("ca.pem");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    for ca in [fifo.as_path(), std::path::Path::new("/dev/zero")] {
+        let setup = Setup::new(
+            &emulator,
+            2048,
+            &format!("ca_file = \"{}\"\n", ca.display()),
+            "",
+        );
+        let mut child = std::process::Command::new(bin())
+            .args(["--config", setup.config.to_str().unwrap(), "check"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while child.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if child.try_wait().unwrap().is_none() {
+            let _ = child.kill();
+            panic!("check blocked on {}", ca.display());
+        }
+        let o = child.wait_with_output().unwrap();
+        assert_exit(&o, 2);
+        let text = stdout(&o);
+        assert!(
+            text.contains("metadata.ca_file") && text.contains(&ca.display().to_string()),
+            "{text}"
+        );
+    }
+}
