@@ -211,6 +211,18 @@ pub fn config_file(path: &Path) -> Vec<Problem> {
             format!("chown root {}", path.display()),
         ));
     }
+    // Its directory (and every one above): whoever may rename files there replaces the
+    // config file, whatever the file's own mode.
+    if let Some(bad) = crate::files::unsafe_ancestor(path) {
+        problems.push(problem(
+            "config file",
+            bad.to_string(),
+            format!(
+                "`chown root {0}` and `chmod go-w {0}`, or keep the config elsewhere",
+                bad.dir.display()
+            ),
+        ));
+    }
     let mode = meta.mode() & 0o7777;
     if mode & 0o022 != 0 {
         problems.push(problem(

@@ -226,6 +226,19 @@ impl Store {
     /// and files that a root daemon would then follow, read or overwrite. A directory that
     /// does not exist yet is fine: it is created 0755.
     pub fn check_safe(&self) -> Result<(), StoreError> {
+        // The directories above it too: whoever may rename entries in one of them can swap
+        // `output.dir` for a link to a directory of their choosing between our checks.
+        if let Some(bad) = files::unsafe_ancestor(&self.dir) {
+            return Err(StoreError::UnsafeDir {
+                dir: bad.dir.clone(),
+                problem: bad.why,
+                fix: format!(
+                    "`chown root {0}` and `chmod go-w {0}`, or use an output.dir whose every \
+                     parent only root (or this user) can change",
+                    bad.dir.display()
+                ),
+            });
+        }
         for dir in [self.dir.clone(), self.generations()] {
             if let Some(problem) = unsafe_dir(&dir)? {
                 return Err(problem);
@@ -601,7 +614,9 @@ fn is_generation_id(name: &str) -> bool {
     let Some((seq, rest)) = name.split_once('-') else {
         return false;
     };
-    seq.len() >= 6 && seq.bytes().all(|b| b.is_ascii_digit()) && !rest.is_empty()
+    // At most 15 digits: a renewal a second for 30 million years, and never near u64::MAX
+    // (a planted `18446744073709551615-…` made the next id wrap to 0).
+    (6..=15).contains(&seq.len()) && seq.bytes().all(|b| b.is_ascii_digit()) && !rest.is_empty()
 }
 
 /// `000042-20261123T190511Z-3A9F…`: a sequence number first, so ids sort in install order
@@ -618,6 +633,7 @@ fn generation_id(sequence: u64, now: OffsetDateTime, serial_hex: &str) -> String
 /// One more than the highest sequence number among `ids`.
 fn next_sequence(ids: &[String]) -> u64 {
     ids.iter()
+        .filter(|id| is_generation_id(id))
         .filter_map(|id| id.split('-').next()?.parse::<u64>().ok())
         .max()
         .map_or(1, |n| n + 1)
@@ -943,6 +959,17 @@ mod tests {
         store.install(&key, &verified).unwrap();
         assert_eq!(mode(&generations), 0o755);
         assert!(store.repair_modes().is_empty());
+    }
+
+    #[test]
+    fn a_planted_huge_sequence_number_is_not_ours_and_does_not_wrap() {
+        let ids = [
+            "000041-20261123T190511Z-AA".to_string(),
+            format!("{}-20261123T190511Z-BB", u64::MAX),
+            "999999999999999999-x".to_string(),
+        ];
+        assert_eq!(next_sequence(&ids), 42);
+        assert!(!is_generation_id(&ids[1]));
     }
 
     #[test]
