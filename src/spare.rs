@@ -17,7 +17,7 @@
 
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -105,6 +105,22 @@ impl Prepared {
         }
         Ok(Some(self))
     }
+}
+
+/// The (attribute, value) pairs of a CSR's subject, as [`subject_pairs`] writes them; an entry
+/// that is not text reads as a value no configured subject holds.
+fn csr_subject(req: &openssl::x509::X509ReqRef) -> Vec<(String, String)> {
+    req.subject_name()
+        .entries()
+        .map(|e| {
+            let attr = e.object().nid().short_name().unwrap_or("?").to_string();
+            let value = e
+                .data()
+                .to_string()
+                .unwrap_or_else(|_| "\u{fffd}".to_string());
+            (attr, value)
+        })
+        .collect()
 }
 
 fn subject_pairs(subject: &Subject) -> Vec<(String, String)> {
@@ -214,10 +230,10 @@ impl Spare {
     pub fn load(
         &self,
         config: &Config,
-        installed_key: Option<&[u8]>,
+        used_keys: &[Vec<u8>],
     ) -> Result<Option<Prepared>, SpareError> {
         let _writing = WRITING.lock().unwrap_or_else(|e| e.into_inner());
-        let result = self.load_checked(config, installed_key);
+        let result = self.load_checked(config, used_keys);
         if result.is_err() {
             self.remove_locked();
         }
@@ -227,7 +243,7 @@ impl Spare {
     fn load_checked(
         &self,
         config: &Config,
-        installed_key: Option<&[u8]>,
+        used_keys: &[Vec<u8>],
     ) -> Result<Option<Prepared>, SpareError> {
         self.check_dir()?;
         let key_path = self.dir.join(KEY);
@@ -242,8 +258,13 @@ impl Spare {
             problem: problem.to_string(),
         };
         let public = key.public_key_der()?;
-        if installed_key == Some(public.as_slice()) {
-            return Err(invalid(KEY, "it is the installed key, already used"));
+        // Any generation's key on disk, not only the installed one: a key is used for one
+        // certificate only.
+        if used_keys.iter().any(|k| *k == public) {
+            return Err(invalid(
+                KEY,
+                "it is the key of a certificate already installed, used once",
+            ));
         }
         let csr_pem =
             files::read_to_string(&self.dir.join(CSR), Links::Refuse, limit::CERTIFICATES)?;
@@ -262,6 +283,11 @@ impl Spare {
             serde_json::from_slice(&meta_bytes).map_err(|e| invalid(META, &e.to_string()))?;
         if meta.key_bits != key.bits() {
             return Err(invalid(META, "its key_bits are not the key's"));
+        }
+        // The subject the CSR really asks for, not the one spare.json claims: the certificate
+        // carries the CSR's.
+        if csr_subject(&req) != meta.subject {
+            return Err(invalid(CSR, "its subject is not the one spare.json names"));
         }
         let prepared = Prepared {
             key,
@@ -327,16 +353,12 @@ impl Spare {
             return;
         }
         let key = self.dir.join(KEY);
-        if let Ok(mut f) = fs::OpenOptions::new()
-            .write(true)
-            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
-            .open(&key)
-        {
-            if f.metadata().is_ok_and(|m| m.file_type().is_file()) {
-                let len = f.metadata().map(|m| m.len()).unwrap_or(0) as usize;
-                let _ = f.write_all(&vec![0u8; len]);
-                let _ = f.sync_all();
-            }
+        // Overwritten only when it is ours alone: a planted hard link to another file would
+        // have that file zeroed. Whatever it is, it is unlinked below.
+        if let Ok(mut f) = crate::files::open_ours(&key, true) {
+            let len = f.metadata().map(|m| m.len()).unwrap_or(0) as usize;
+            let _ = f.write_all(&vec![0u8; len]);
+            let _ = f.sync_all();
         }
         // Anything else in there (a planted FIFO, a foreign file) goes too: the directory is
         // ours and a new spare starts from nothing.
@@ -364,6 +386,15 @@ fn read_private(path: &Path) -> Result<zeroize::Zeroizing<Vec<u8>>, SpareError> 
         return Err(SpareError::Unsafe {
             path: path.to_path_buf(),
             problem: format!("mode {:o}, readable by others", meta.mode() & 0o777),
+        });
+    }
+    if meta.nlink() > 1 {
+        return Err(SpareError::Unsafe {
+            path: path.to_path_buf(),
+            problem: format!(
+                "{} hard links: another name reaches the same key",
+                meta.nlink()
+            ),
         });
     }
     Ok(files::read_secret_from(file, path, limit::KEY)?)

@@ -300,6 +300,24 @@ impl Store {
         LeafInfo::from_pem(&cert).ok()
     }
 
+    /// The public keys (DER) of every generation's certificate on disk, current or not: keys
+    /// that were used once and must never be taken as a spare again.
+    pub fn used_public_keys(&self) -> Vec<Vec<u8>> {
+        self.list_generations()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|id| {
+                let cert = files::read(
+                    &self.generations().join(id).join(CERT_FILE),
+                    Links::Refuse,
+                    files::limit::CERTIFICATES,
+                )
+                .ok()?;
+                LeafInfo::from_pem(&cert).ok().map(|l| l.public_key_der)
+            })
+            .collect()
+    }
+
     /// Reads back the current set. `Ok(None)`: nothing installed (or `current` dangles).
     /// A set whose certificate does not parse is reported as an error naming the file.
     pub fn read_current(&self) -> Result<Option<CurrentSet>, StoreError> {
@@ -498,12 +516,13 @@ impl Store {
             return notes;
         };
         let want = self.key_mode();
-        let me = nix::unistd::geteuid().as_raw();
         for name in [KEY_FILE, COMBINED_FILE] {
             let path = generation.file(name);
-            let file = match files::open_regular(&path, Links::Refuse) {
+            let file = match files::open_ours(&path, false) {
                 Ok(f) => f,
-                Err(e) if e.is_not_found() => continue,
+                Err(files::NotOurs::Read(e)) if e.is_not_found() => continue,
+                // Not ours (a link, another owner, a hard link to some other file): changing
+                // its mode is not our call.
                 Err(e) => {
                     notes.push(format!(
                         "{e}; left as it is. `eit-certd renew --force` installs a complete set"
@@ -515,15 +534,6 @@ impl Store {
                 continue;
             };
             let mode = meta.mode() & 0o7777;
-            if meta.uid() != me {
-                // Not ours: changing its mode is not our call.
-                notes.push(format!(
-                    "{} is owned by uid {}, not by eit-certd (uid {me}); check who wrote it",
-                    path.display(),
-                    meta.uid()
-                ));
-                continue;
-            }
             if mode != want {
                 match file.set_permissions(fs::Permissions::from_mode(want)) {
                     Ok(()) => notes.push(format!(

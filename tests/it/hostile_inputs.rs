@@ -827,3 +827,21 @@ fn check_neither_blocks_on_nor_swallows_a_hostile_ca_file() {
         );
     }
 }
+
+/// A key file replaced by a hard link to another file: the mode repair chmodded that file to
+/// 0600 through the link. Hard-linked files are not ours to change.
+#[test]
+fn key_files_replaced_by_hard_links_are_not_chmodded_through() {
+    let emulator = Emulator::start(&[]);
+    let setup = Setup::new(&emulator, 2048, "", "");
+    assert_exit(&setup.run(&["renew"]), 0);
+    let victim = setup.tmp.path().join("victim");
+    std::fs::write(&victim, "x").unwrap();
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let planted = setup.current().join("combined.pem");
+    std::fs::remove_file(&planted).unwrap();
+    std::fs::hard_link(&victim, &planted).unwrap();
+    let o = setup.run(&["renew"]);
+    assert_eq!(mode(&victim), 0o644, "{}", stderr(&o));
+    assert!(stderr(&o).contains("hard links"), "{}", stderr(&o));
+}
