@@ -260,7 +260,7 @@ impl Spare {
         let public = key.public_key_der()?;
         // Any generation's key on disk, not only the installed one: a key is used for one
         // certificate only.
-        if used_keys.iter().any(|k| *k == public) {
+        if used_keys.contains(&public) {
             return Err(invalid(
                 KEY,
                 "it is the key of a certificate already installed, used once",
@@ -436,14 +436,14 @@ mod tests {
                 .mode();
             assert_eq!(mode & 0o777, 0o600, "{name}");
         }
-        let p = spare.load(&c, None).unwrap().unwrap();
+        let p = spare.load(&c, &[]).unwrap().unwrap();
         assert!(p.on_disk);
         assert_eq!(p.key.public_key_der().unwrap(), public);
         // Loading does not consume it: only an install does.
-        assert!(spare.load(&c, None).unwrap().is_some());
+        assert!(spare.load(&c, &[]).unwrap().is_some());
         spare.remove();
         assert!(!spare.dir().exists());
-        assert!(spare.load(&c, None).unwrap().is_none());
+        assert!(spare.load(&c, &[]).unwrap().is_none());
         assert_eq!(spare.state(&c), SpareState::Absent);
     }
 
@@ -452,7 +452,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let (spare, public) = saved(tmp.path(), &config(2048, "{ C = \"US\" }"));
         let p = spare
-            .load(&config(2048, "{ C = \"DE\", O = \"Acme\" }"), None)
+            .load(&config(2048, "{ C = \"DE\", O = \"Acme\" }"), &[])
             .unwrap()
             .unwrap();
         assert_eq!(p.key.public_key_der().unwrap(), public);
@@ -464,7 +464,7 @@ mod tests {
             .collect();
         assert_eq!(o, ["DE", "Acme"]);
         let e = spare
-            .load(&config(3072, "{ C = \"US\" }"), None)
+            .load(&config(3072, "{ C = \"US\" }"), &[])
             .unwrap_err();
         assert!(e.to_string().contains("key_bits"), "{e}");
         assert!(!spare.dir().exists(), "a refused spare is removed");
@@ -475,8 +475,8 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let c = config(2048, "{ C = \"US\" }");
         let (spare, public) = saved(tmp.path(), &c);
-        let e = spare.load(&c, Some(&public)).unwrap_err();
-        assert!(e.to_string().contains("already used"), "{e}");
+        let e = spare.load(&c, &[public]).unwrap_err();
+        assert!(e.to_string().contains("already installed"), "{e}");
         assert!(!spare.dir().exists());
     }
 
@@ -487,14 +487,14 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let (spare, _) = saved(tmp.path(), &c);
         fs::set_permissions(spare.dir().join(KEY), fs::Permissions::from_mode(0o644)).unwrap();
-        let e = spare.load(&c, None).unwrap_err();
+        let e = spare.load(&c, &[]).unwrap_err();
         assert!(matches!(e, SpareError::Unsafe { .. }), "{e}");
         // A symlink in place of the key.
         let (spare, _) = saved(tmp.path(), &c);
         let elsewhere = tmp.path().join("elsewhere.pem");
         fs::rename(spare.dir().join(KEY), &elsewhere).unwrap();
         std::os::unix::fs::symlink(&elsewhere, spare.dir().join(KEY)).unwrap();
-        let e = spare.load(&c, None).unwrap_err();
+        let e = spare.load(&c, &[]).unwrap_err();
         assert!(
             matches!(e, SpareError::Read(ReadError::Symlink { .. })),
             "{e}"
@@ -505,13 +505,13 @@ mod tests {
         let (other_spare, _) = saved(other.path(), &c);
         let (spare, _) = saved(tmp.path(), &c);
         fs::copy(other_spare.dir().join(CSR), spare.dir().join(CSR)).unwrap();
-        let e = spare.load(&c, None).unwrap_err();
+        let e = spare.load(&c, &[]).unwrap_err();
         assert!(e.to_string().contains("not signed by the spare key"), "{e}");
         // A spare directory open to others.
         let (spare, _) = saved(tmp.path(), &c);
         fs::set_permissions(spare.dir(), fs::Permissions::from_mode(0o755)).unwrap();
         assert!(matches!(
-            spare.load(&c, None).unwrap_err(),
+            spare.load(&c, &[]).unwrap_err(),
             SpareError::Unsafe { .. }
         ));
     }
