@@ -845,3 +845,63 @@ fn key_files_replaced_by_hard_links_are_not_chmodded_through() {
     assert_eq!(mode(&victim), 0o644, "{}", stderr(&o));
     assert!(stderr(&o).contains("hard links"), "{}", stderr(&o));
 }
+
+/// What the service says goes into logs and onto terminals bounded and on one line, for every
+/// endpoint: `expires_at` of a sound certificate answer was logged verbatim (terminal escapes,
+/// a forged `INFO` line, 200,000 characters); `instance` printed the service's control
+/// characters; an IAM token was not held to the visible-ASCII rule the identity token is.
+#[test]
+fn service_text_reaches_logs_and_terminals_bounded_and_flat() {
+    let emulator = Emulator::start(&["--fault", "hostile-text"]);
+    let setup = Setup::new(&emulator, 2048, "", "");
+    let o = setup.run_with_env(&["renew"], &[("RUST_LOG", "eit_certd=debug")]);
+    assert_exit(&o, 0);
+    let log = stderr(&o);
+    assert!(
+        !log.contains('\u{1b}') && !log.contains('\u{7}'),
+        "{log:.2000}"
+    );
+    assert!(
+        !log.lines().any(|l| l.starts_with("INFO eit_certd: forged")),
+        "a forged line: {log:.2000}"
+    );
+    let longest = log.lines().map(str::len).max().unwrap_or(0);
+    assert!(longest < 4096, "a log line of {longest} characters");
+    assert!(log.contains("installed a new certificate"), "{log:.2000}");
+
+    // `instance` and `iam-token` against a service that answers with control characters.
+    let instance = r#"{"id":"0717_\u001b[2Jx","name":"web\nINFO forged","crn":"crn:v1","zone":{"name":"us-south-1\u0007"}}"#;
+    let server = CannedServer::start(vec![
+        ("/identity/v1/token", 200, token_json("tok3n", "300")),
+        ("/metadata/v1/instance", 200, instance.to_string()),
+        (
+            "/identity/v1/iam_token",
+            200,
+            token_json("iam\u{1b}[31mtoken", "300"),
+        ),
+    ]);
+    let setup = Setup::for_url(&server.url, 2048, "", "");
+    for args in [&["instance"][..], &["instance", "--json"]] {
+        let o = setup.run(args);
+        assert_exit(&o, 0);
+        let text = stdout(&o);
+        assert!(
+            !text.contains('\u{1b}') && !text.contains('\u{7}'),
+            "{args:?}: {text:?}"
+        );
+        assert!(!text.contains("\nINFO forged"), "{args:?}: {text:?}");
+    }
+    let o = setup.run(&[
+        "iam-token",
+        "--profile-id",
+        "Profile-8dd84246-7df4-4667-94e4-8cede51d5ac5",
+    ]);
+    assert_exit(&o, 1);
+    assert!(stdout(&o).is_empty(), "{:?}", stdout(&o));
+    assert!(
+        stderr(&o).contains("not a valid HTTP header value"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!stderr(&o).contains('\u{1b}'));
+}

@@ -70,6 +70,9 @@ pub enum Fault {
     WrongOrder,
     /// Certificate calls: the documented sample response, verbatim (its chain expired in 2022).
     DocSample,
+    /// Certificate calls: a sound set, but `expires_at`, `created_at` and `id` hold terminal
+    /// escapes, a line break with a forged log line, and 200,000 characters.
+    HostileText,
 }
 
 /// How long `slow` holds every answer back: longer than any sane client timeout.
@@ -116,6 +119,7 @@ impl Fault {
         Fault::Huge,
         Fault::WrongOrder,
         Fault::DocSample,
+        Fault::HostileText,
     ];
 
     /// The name used on the command line and in `PUT /emulator/v1/fault`.
@@ -141,6 +145,7 @@ impl Fault {
             Fault::Huge => "huge",
             Fault::WrongOrder => "wrong-order",
             Fault::DocSample => "doc-sample",
+            Fault::HostileText => "hostile-text",
         }
     }
 
@@ -181,6 +186,10 @@ impl Fault {
             Fault::DocSample => {
                 "certificate calls return the documented sample response verbatim (expired)"
             }
+            Fault::HostileText => {
+                "certificate calls return a sound set whose expires_at, created_at and id hold \
+                 terminal escapes, a forged log line and 200,000 characters"
+            }
         }
     }
 
@@ -206,7 +215,8 @@ impl Fault {
             | Fault::Truncated
             | Fault::Huge
             | Fault::WrongOrder
-            | Fault::DocSample => Scope::CertificateCall,
+            | Fault::DocSample
+            | Fault::HostileText => Scope::CertificateCall,
         }
     }
 
