@@ -187,8 +187,7 @@ impl Fault {
                 "certificate calls return the documented sample response verbatim (expired)"
             }
             Fault::HostileText => {
-                "certificate calls return a sound set whose expires_at, created_at and id hold \
-                 terminal escapes, a forged log line and 200,000 characters"
+                "certificate calls: a sound set; expires_at, id hold escapes, a forged line, 200 kB"
             }
         }
     }
