@@ -16,6 +16,7 @@ mod hook_scripts;
 mod hostile_fs;
 mod hostile_inputs;
 mod integrations;
+mod operator;
 mod renew;
 mod secrets;
 mod soak;
