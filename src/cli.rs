@@ -153,18 +153,23 @@ pub struct InstanceArgs {
 #[derive(Debug, Args)]
 pub struct StunnelConfigArgs {
     /// The share's mount target and stunnel port on the file server, e.g. 10.240.64.5:20049.
+    /// An IP address is checked against the server's certificate (stunnel `checkIP`), a
+    /// name with `checkHost`.
     #[arg(long)]
     pub connect: String,
     /// Local address NFS mounts through.
     #[arg(long, default_value = "127.0.0.1:20049")]
     pub accept: String,
-    /// CA bundle that verifies the file server (stunnel `CAfile`).
-    #[arg(long, default_value = "/etc/ssl/certs/ca-certificates.crt")]
+    /// CA bundle that verifies the file server (stunnel `CAfile`). The default system bundle
+    /// trusts every public CA; name the CA that signs the File Storage mount targets'
+    /// certificates instead, e.g. /etc/stunnel/file-storage-ca.pem.
+    #[arg(long, default_value = crate::stunnel::SYSTEM_CA_BUNDLE)]
     pub ca_file: PathBuf,
-    /// Host name to check in the server's certificate (stunnel `checkHost`).
+    /// Name the server's certificate must carry (stunnel `checkHost`), instead of the
+    /// --connect host or address.
     #[arg(long)]
     pub check_host: Option<String>,
-    /// Service section name.
+    /// Service section name; also names the pid file, /run/stunnel4/NAME.pid.
     #[arg(long, default_value = "eit-nfs")]
     pub name: String,
 }

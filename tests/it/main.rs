@@ -12,6 +12,7 @@ mod daemon;
 mod demo;
 mod faults;
 mod first_hour;
+mod fleet;
 mod hook_scripts;
 mod hostile_fs;
 mod hostile_inputs;
