@@ -470,7 +470,7 @@ fn show_status(config_path: &Path, args: &StatusArgs) -> Outcome {
     }
     Ok(match (args.monitoring_plugin, &config_problem) {
         (true, Some(_)) => 2,
-        (true, None) => report.health.plugin_exit_code(),
+        (true, None) => report.plugin_exit_code(),
         (false, Some(_)) => 2,
         (false, None) => report.health.exit_code(),
     })

@@ -22,9 +22,9 @@ use crate::store::{self, CurrentSet, KeyCheck, Store};
 pub enum Health {
     Valid,
     Due,
-    /// A usable set, but something that keeps it fresh or in use is wrong: no daemon holds the
-    /// lock, a hook or a consumer failed for the installed set, the config file on disk does
-    /// not load. `Report::degraded` says what.
+    /// A usable set, but something that keeps it in use or fresh is wrong: a hook or a
+    /// consumer failed for the installed set, hooks are owed, the config file on disk does not
+    /// load. `Report::degraded` says what. (Whether a daemon runs is `Report::daemon`.)
     Degraded,
     Expired,
     Missing,
@@ -48,6 +48,18 @@ impl Health {
             Health::Valid => 0,
             Health::Due | Health::Degraded => 1,
             Health::Expired | Health::Missing | Health::Broken => 2,
+        }
+    }
+}
+
+impl Report {
+    /// [`Health::plugin_exit_code`], and WARNING at least when no daemon holds the lock: a
+    /// valid certificate that nothing renews is an alert an hour early, not an OK.
+    pub fn plugin_exit_code(&self) -> u8 {
+        let health = self.health.plugin_exit_code();
+        match self.daemon {
+            Some(crate::lock::Holder::Free | crate::lock::Holder::NoLockFile) => health.max(1),
+            _ => health,
         }
     }
 }
@@ -151,14 +163,6 @@ impl Report {
                 "the config file does not load ({problem}); a running daemon keeps its \
                  configuration, but the next start fails"
             ));
-        }
-        match self.daemon {
-            Some(crate::lock::Holder::Free | crate::lock::Holder::NoLockFile) => why.push(
-                "no eit-certd daemon holds the output directory's lock: nothing renews the \
-                 certificate (`systemctl enable --now eit-certd`)"
-                    .to_string(),
-            ),
-            Some(crate::lock::Holder::Held { .. }) | None => {}
         }
         if let Some(serial) = self.installed.as_ref().map(|i| i.serial.clone()) {
             for h in self
