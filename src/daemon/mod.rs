@@ -62,6 +62,9 @@ pub enum DaemonError {
     Signals(std::io::Error),
     #[error(transparent)]
     Swanctl(#[from] crate::swanctl::SwanctlError),
+    /// A hook program that cannot run (what `check` reports), with the fix.
+    #[error("{0}")]
+    Hook(crate::check::Problem),
 }
 
 impl DaemonError {
@@ -70,6 +73,7 @@ impl DaemonError {
         matches!(
             self,
             DaemonError::Config(_)
+                | DaemonError::Hook(_)
                 | DaemonError::Client(_)
                 | DaemonError::Renew(RenewError::Anchor { .. })
                 | DaemonError::Store(crate::store::StoreError::NoSuchGroup(_))
@@ -394,6 +398,11 @@ impl Daemon {
         let signals = Some(Signals::install()?);
         let config = Config::load(config_path)?;
         crate::check::warn_about_config_file(config_path);
+        // What `check` refuses about the hooks, `run` refuses too: a hook that cannot start
+        // fails at every install, and the daemon would look healthy meanwhile.
+        if let Some(problem) = crate::check::hook_programs(&config).into_iter().next() {
+            return Err(DaemonError::Hook(problem));
+        }
         let store = Store::from_config(&config.output)?;
         store.check_safe()?;
         let lock = DirLock::acquire(store.dir())?;

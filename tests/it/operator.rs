@@ -200,3 +200,38 @@ fn the_advice_without_root_is_to_run_as_root() {
     assert!(err.contains("run eit-certd as root"), "{err}");
     assert!(!err.contains("chown 65534"), "{err}");
 }
+
+/// `run` started with a hook that `check` rejects (and failed it at every install, looking
+/// healthy meanwhile); `check` passed a metrics file in a directory that does not exist. Both
+/// are refused now, naming the key.
+#[test]
+fn run_refuses_what_check_refuses() {
+    let emulator = Emulator::start(&[]);
+    let setup = Setup::new(
+        &emulator,
+        2048,
+        "",
+        "[[hooks]]\nname = \"reload\"\ncommand = [\"/nonexistent/reload\"]\n",
+    );
+    let mut daemon = DaemonProc::start(&setup);
+    assert_eq!(daemon.wait_exit(Duration::from_secs(30)), Some(2));
+    assert!(
+        daemon
+            .log_text()
+            .contains("hooks.reload.command: /nonexistent/reload"),
+        "{}",
+        daemon.log_text()
+    );
+    assert!(!setup.current().exists(), "nothing requested or installed");
+    assert_eq!(emulator.certificate_requests_since(0), 0);
+
+    let setup = Setup::new(&emulator, 2048, "", "");
+    setup.add_output_settings("metrics_file = \"/nonexistent-dir/eit-certd.prom\"");
+    let o = setup.run(&["check"]);
+    assert_exit(&o, 2);
+    assert!(
+        stdout(&o).contains("problem: output.metrics_file: /nonexistent-dir does not exist"),
+        "{}",
+        stdout(&o)
+    );
+}
