@@ -95,12 +95,19 @@ pub fn main(cli: Cli) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // Every line of a command in the chosen format: with JSON logs the final error is a JSON
+    // line too, not plain text in the middle of the stream.
+    let json = cli.log_format == LogFormat::Json;
     let result = runtime.block_on(dispatch(cli));
     // A key being generated on a blocking thread must not hold up the exit (SIGTERM → gone
     // within 2 s); it is freed with the process.
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
     match result {
         Ok(code) => ExitCode::from(code),
+        Err(Failure { code, error }) if json => {
+            tracing::error!(exit_code = code, "{}", render(&error));
+            ExitCode::from(code)
+        }
         Err(Failure { code, error }) => {
             let _ = writeln!(std::io::stderr(), "eit-certd: {}", render(&error));
             ExitCode::from(code)
@@ -298,10 +305,10 @@ async fn renew(config_path: &Path, args: &RenewArgs) -> Outcome {
     print_renewed(&outcome.renewed);
     let failed_hooks: Vec<_> = outcome.hooks.iter().filter(|h| !h.ok).collect();
     for hook in &failed_hooks {
-        let _ = writeln!(
-            std::io::stderr(),
-            "eit-certd: hook {} failed (the new certificate is installed, but that consumer \
-             may not use it): {}",
+        tracing::warn!(
+            hook = %hook.name,
+            "hook {} failed (the new certificate is installed, but that consumer may not use \
+             it): {}",
             hook.name,
             hook.detail
         );
@@ -332,9 +339,9 @@ async fn renew_through_daemon(store: &Store, pid: u32) -> Outcome {
             "cannot ask the daemon (pid {pid}) to renew: {e}"
         ))
     })?;
-    let _ = writeln!(
-        std::io::stderr(),
-        "eit-certd: the daemon (pid {pid}) holds {}; asked it to renew now, waiting for its result",
+    tracing::info!(
+        pid,
+        "the daemon (pid {pid}) holds {}; asked it to renew now, waiting for its result",
         store.dir().display()
     );
     // Its attempt, hooks included, is bounded by the request timeout and the hooks' timeouts;
@@ -372,9 +379,9 @@ async fn renew_through_daemon(store: &Store, pid: u32) -> Outcome {
                 .filter(|h| h.serial == serial && !h.ok)
                 .collect();
             for hook in &failed_hooks {
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "eit-certd: hook {} failed (the new certificate is installed): {}",
+                tracing::warn!(
+                    hook = %hook.name,
+                    "hook {} failed (the new certificate is installed): {}",
                     hook.name,
                     hook.detail
                 );

@@ -111,7 +111,7 @@ pub async fn run_one(hook: &HookConfig, env: &HookEnv) -> HookResult {
     if result.ok {
         tracing::info!(hook = %hook.name, duration_ms = result.duration_ms, output = %result.detail, "hook succeeded");
     } else {
-        tracing::warn!(hook = %hook.name, exit_code = ?result.exit_code, output = %result.detail, "hook failed");
+        tracing::warn!(hook = %hook.name, exit_code = result.exit_code, duration_ms = result.duration_ms, output = %result.detail, "hook failed");
     }
     result
 }

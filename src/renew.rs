@@ -187,7 +187,16 @@ impl Renewer {
         match result {
             Ok(renewed) => {
                 let leaf = &renewed.verified.leaf;
-                tracing::debug!(timings = ?renewed.timings, "renewal stages");
+                let t = &renewed.timings;
+                let ms =
+                    |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX) as f64 / 1000.0;
+                tracing::debug!(
+                    csr_ms = ms(t.csr),
+                    request_ms = ms(t.request),
+                    validation_ms = ms(t.validation),
+                    install_ms = ms(t.install),
+                    "renewal stages"
+                );
                 tracing::info!(
                     serial = %leaf.serial_hex,
                     not_after = %validate::rfc3339(leaf.not_after),

@@ -560,7 +560,11 @@ impl Daemon {
                     };
                     let now = self.clock.now();
                     if let Some(delay) = self.machine.hooks_ran(now, still_owed) {
-                        tracing::info!(retry_in = %humantime::format_duration(delay), "hooks still owed for the installed set");
+                        tracing::info!(
+                            retry_in_ms = duration_ms(delay),
+                            "hooks still owed for the installed set; retrying them in {}",
+                            humantime::format_duration(delay)
+                        );
                     }
                 }
                 Step::Reload(cause) => {
@@ -694,14 +698,17 @@ impl Daemon {
                 core.state.next_renewal = Some(retry_at);
                 if failure == Failure::Permanent {
                     tracing::error!(
-                        retry_in = %humantime::format_duration(delay),
-                        "renewal failed and will keep failing until the configuration is fixed: {error}"
+                        retry_in_ms = duration_ms(delay),
+                        "renewal failed and will keep failing until the configuration is fixed \
+                         (retrying in {}): {error}",
+                        humantime::format_duration(Duration::from_secs(delay.as_secs()))
                     );
                 } else {
                     tracing::warn!(
-                        retry_in = %humantime::format_duration(delay),
+                        retry_in_ms = duration_ms(delay),
                         failures,
-                        "renewal failed: {error}"
+                        "renewal failed (retrying in {}): {error}",
+                        humantime::format_duration(Duration::from_millis(delay.as_millis() as u64))
                     );
                 }
                 core.notifier.status(&format!(
@@ -911,6 +918,12 @@ fn announce_installed(notifier: &Notifier, ready_sent: &mut bool, leaf: &LeafInf
         leaf.serial_hex,
         rfc3339(leaf.not_after)
     ));
+}
+
+/// A duration as a log field: whole milliseconds, a number in JSON logs (a humantime string
+/// such as "5s 920ms 305us" is for people, in the message).
+fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// The installed set as the machine sees it.

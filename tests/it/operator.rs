@@ -235,3 +235,79 @@ fn run_refuses_what_check_refuses() {
         stdout(&o)
     );
 }
+
+/// JSON logs carried Debug strings (`"exit_code":"Some(1)"`, `"timings":"Timings {…}"`,
+/// `"retry_in":"5s 920ms 305us 281ns"`) and one-shot commands mixed plain-text warnings and
+/// errors into the JSON stream. Every line is JSON now, with numbers where numbers belong.
+#[test]
+fn json_logs_are_json_with_typed_fields() {
+    let emulator = Emulator::start(&[]);
+    let setup = Setup::new(
+        &emulator,
+        2048,
+        "",
+        "[retry]\ninitial = \"1s\"\nmax = \"2s\"\n\n[[hooks]]\nname = \"fails\"\ncommand = [\"/bin/sh\", \"-c\", \"exit 3\"]\n",
+    );
+    let lines = |text: &str| -> Vec<serde_json::Value> {
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect()
+    };
+    let o = setup.run_with_env(
+        &["--log-format", "json", "-v", "renew", "--force"],
+        &[("RUST_LOG", "eit_certd=debug")],
+    );
+    assert_exit(&o, 1);
+    let log = lines(&stderr(&o));
+    let hook = log
+        .iter()
+        .find(|l| l["fields"]["message"] == "hook failed")
+        .expect("hook failed line");
+    assert_eq!(hook["fields"]["exit_code"], 3, "{hook}");
+    let stages = log
+        .iter()
+        .find(|l| l["fields"]["message"] == "renewal stages")
+        .expect("renewal stages line");
+    assert!(stages["fields"]["request_ms"].is_number(), "{stages}");
+
+    // A failure: its retry delay is a number of milliseconds; the command's own error is JSON.
+    emulator.set_fault("status-503", None);
+    let o = setup.run(&["--log-format", "json", "renew", "--force"]);
+    assert_exit(&o, 1);
+    let log = lines(&stderr(&o));
+    assert!(log.iter().any(|l| l["level"] == "ERROR"), "{log:?}");
+    let log_file = setup.tmp.path().join("json-daemon.log");
+    let child = std::process::Command::new(bin())
+        .args([
+            "--config",
+            setup.config.to_str().unwrap(),
+            "--log-format",
+            "json",
+            "run",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log_file).unwrap())
+        .spawn()
+        .unwrap();
+    let daemon = DaemonProc {
+        child,
+        log: log_file,
+    };
+    // The installed set is valid: a renewal is asked for.
+    wait_for(Duration::from_secs(60), "the daemon to start", || {
+        daemon
+            .log_text()
+            .contains("installed certificate is valid")
+            .then_some(())
+    });
+    daemon.signal(Signal::SIGUSR1);
+    let line = wait_for(Duration::from_secs(60), "a failed attempt", || {
+        daemon
+            .log_text()
+            .lines()
+            .find(|l| l.contains("renewal failed"))
+            .map(str::to_string)
+    });
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert!(v["fields"]["retry_in_ms"].is_u64(), "{v}");
+}
