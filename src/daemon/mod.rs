@@ -559,6 +559,13 @@ impl Daemon {
                         break;
                     };
                     let now = self.clock.now();
+                    // The status line follows what is still owed.
+                    if let (Ok(Some(set)), Some(next)) = (
+                        self.core.renewer.store().read_current(),
+                        self.core.state.next_renewal,
+                    ) {
+                        self.core.announce_valid(&set.leaf, next);
+                    }
                     if let Some(delay) = self.machine.hooks_ran(now, still_owed) {
                         tracing::info!(
                             retry_in_ms = duration_ms(delay),
@@ -738,8 +745,17 @@ impl Core {
             self.notifier.ready();
             self.ready_sent = true;
         }
+        // The health model of `status`, in one line: what is still owed for this set makes
+        // it degraded (`systemctl status` shows it without running anything).
+        let owed = self
+            .state
+            .hooks_owed
+            .as_ref()
+            .filter(|o| o.serial == leaf.serial_hex)
+            .map(|o| format!("; DEGRADED, still owed: {}", o.names.join(", ")))
+            .unwrap_or_default();
         self.notifier.status(&format!(
-            "serial {} valid until {}; next renewal {}",
+            "serial {} valid until {}; next renewal {}{owed}",
             leaf.serial_hex,
             rfc3339(leaf.not_after),
             rfc3339(next_renewal)

@@ -311,3 +311,38 @@ fn json_logs_are_json_with_typed_fields() {
     let v: serde_json::Value = serde_json::from_str(&line).unwrap();
     assert!(v["fields"]["retry_in_ms"].is_u64(), "{v}");
 }
+
+/// systemd's status line says what `status` says: a set whose hook failed (and is owed) is
+/// degraded, and says so in `systemctl status`.
+#[test]
+fn the_systemd_status_line_says_degraded_while_a_hook_is_owed() {
+    use std::os::unix::net::UnixDatagram;
+    let emulator = Emulator::start(&[]);
+    let setup = Setup::new(
+        &emulator,
+        2048,
+        "",
+        "[[hooks]]\nname = \"fails\"\ncommand = [\"/bin/sh\", \"-c\", \"exit 3\"]\nretry = true\n",
+    );
+    let socket_path = setup.tmp.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let log = setup.tmp.path().join("daemon.log");
+    let child = std::process::Command::new(bin())
+        .args(["--config", setup.config.to_str().unwrap(), "run"])
+        .env("NOTIFY_SOCKET", &socket_path)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let _daemon = DaemonProc { child, log };
+    let mut buf = [0u8; 4096];
+    let status = wait_for(Duration::from_secs(60), "a degraded status line", || {
+        let n = socket.recv(&mut buf).ok()?;
+        let m = String::from_utf8_lossy(&buf[..n]).to_string();
+        m.contains("DEGRADED").then_some(m)
+    });
+    assert!(status.contains("still owed: fails"), "{status}");
+}
