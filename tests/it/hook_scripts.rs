@@ -988,10 +988,10 @@ fn nfs_remount_with_no_tls_mounts_says_so() {
 }
 
 /// nfs-remount in unit mode, against a stand-in `systemctl` that behaves like systemd with a
-/// oneshot unit: `start --no-block` marks a new run (activating, a later
-/// InactiveExitTimestampMonotonic) and returns at once; the run (this very script, as the unit
-/// runs it: EIT_HOOK_DRY_RUN=0) goes on in the background and ends inactive or failed, with
-/// its Result and exit status.
+/// oneshot unit: `start` runs it (this very script, as the unit runs it: EIT_HOOK_DRY_RUN=0)
+/// and returns when it has finished, failing if it failed; afterwards the unit reads as
+/// unloaded, as systemd 252 garbage-collects a oneshot that succeeded (an empty
+/// InactiveExitTimestampMonotonic), which a hook polling for a newer run never saw end.
 struct UnitMode {
     r: Remount,
     state: PathBuf,
@@ -1023,18 +1023,16 @@ fn unit_mode(flaky: bool) -> UnitMode {
     let body = format!(
         r#"S={state}
 put() {{ printf 'LoadState=loaded\nActiveState=%s\nResult=%s\nExecMainStatus=%s\nInactiveExitTimestampMonotonic=%s\n' "$@" > "$S.tmp" && mv "$S.tmp" "$S"; }}
-case "$1 $2 $3" in
+case "$1 $2" in
 show*) cat "$S" ;;
-'start --no-block eit-certd-remount.service')
-	n=$(( $(sed -n 's/^InactiveExitTimestampMonotonic=//p' "$S") + 1 ))
-	put activating success 0 "$n"
-	(
-		if env -i PATH="$PATH" EIT_HOOK_DRY_RUN=0 EIT_MOUNTS_FILE={mounts} NFS_REMOUNT_ACTION="{action}" {hook} >> {dir}/unit.log 2>&1; then
-			put inactive success 0 "$n"
-		else
-			put failed exit-code "$?" "$n"
-		fi
-	) </dev/null >/dev/null 2>&1 &
+'start eit-certd-remount.service')
+	if env -i PATH="$PATH" EIT_HOOK_DRY_RUN=0 EIT_MOUNTS_FILE={mounts} NFS_REMOUNT_ACTION="{action}" {hook} >> {dir}/unit.log 2>&1; then
+		put inactive success 0 0
+	else
+		put failed exit-code "$?" 101
+		echo "Job for eit-certd-remount.service failed because the control process exited with error code." >&2
+		exit 1
+	fi
 	;;
 *) exit 1 ;;
 esac"#,
@@ -1072,7 +1070,7 @@ fn nfs_remount_in_unit_mode_starts_the_unit_and_waits_for_its_run_to_succeed() {
     let err = stderr(&out);
     assert_eq!(code(&out), 0, "{err}");
     assert!(
-        read(&u.calls).contains("start --no-block eit-certd-remount.service\n"),
+        read(&u.calls).contains("start eit-certd-remount.service\n"),
         "{}",
         read(&u.calls)
     );
@@ -1088,7 +1086,8 @@ fn nfs_remount_in_unit_mode_starts_the_unit_and_waits_for_its_run_to_succeed() {
         err.contains("eit-certd-remount.service ran and succeeded"),
         "{err}"
     );
-    assert!(read(&u.state).contains("InactiveExitTimestampMonotonic=101\n"));
+    // Unloaded after its success, as systemd does: nothing the hook could have polled.
+    assert!(read(&u.state).contains("InactiveExitTimestampMonotonic=0\n"));
 }
 
 #[test]
