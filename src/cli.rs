@@ -74,6 +74,11 @@ pub enum Command {
     /// Print a swanctl connection (IPsec, IKEv2) to a File Storage mount target that
     /// authenticates with the certificate at the [output.swanctl] path.
     SwanctlConfig(SwanctlConfigArgs),
+    /// Check that a running process (a consumer such as stunnel after it dropped to its
+    /// user) could open each PATH for reading: search permission on every directory on the
+    /// way, read permission on the file. Exit 0 yes, 1 no (the first obstacle is named), 2
+    /// bad usage or no such process. The shipped hooks ask this before they signal.
+    CanRead(CanReadArgs),
     /// Print a shell completion script.
     Completions(CompletionsArgs),
     /// Print the man page (roff).
@@ -174,6 +179,16 @@ pub struct SwanctlConfigArgs {
 
 fn parse_connection_name(s: &str) -> Result<String, String> {
     crate::swanctl::validate_connection_name(s).map(|()| s.to_string())
+}
+
+#[derive(Debug, Args)]
+pub struct CanReadArgs {
+    /// The process whose user, group and supplementary groups (/proc/PID/status) count.
+    #[arg(long)]
+    pub pid: u32,
+    /// Absolute paths to check, in order.
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -12,8 +12,8 @@ use anyhow::Context;
 use time::OffsetDateTime;
 
 use crate::cli::{
-    CheckArgs, Cli, Command, CompletionsArgs, IamTokenArgs, InstanceArgs, LogFormat, RenewArgs,
-    RunArgs, StatusArgs, StunnelConfigArgs, SwanctlConfigArgs, TokenArgs,
+    CanReadArgs, CheckArgs, Cli, Command, CompletionsArgs, IamTokenArgs, InstanceArgs, LogFormat,
+    RenewArgs, RunArgs, StatusArgs, StunnelConfigArgs, SwanctlConfigArgs, TokenArgs,
 };
 #[cfg(feature = "emulator")]
 use crate::cli::{DemoArgs, EmulatorArgs};
@@ -132,6 +132,7 @@ async fn dispatch(cli: Cli) -> Outcome {
         Command::Instance(ref args) => instance(&cli.config, args).await,
         Command::StunnelConfig(ref args) => stunnel_config(&cli.config, args),
         Command::SwanctlConfig(ref args) => swanctl_config(&cli.config, args),
+        Command::CanRead(ref args) => can_read(args),
         Command::Completions(ref args) => completions(args),
         Command::Man => man(),
         #[cfg(feature = "emulator")]
@@ -289,7 +290,7 @@ async fn renew_with_state(renewer: &Renewer) -> Result<AttemptOutcome, Failure> 
     let dir = renewer.store().dir().to_path_buf();
     let mut state = State::load(&dir);
     let mut keys = KeySource::new(config.certificate.key_bits.0);
-    let result = renewer.attempt(&mut keys, &mut state).await;
+    let result = renewer.attempt(&mut keys, &mut state, |_| {}).await;
     if let Ok(outcome) = &result {
         let leaf = &outcome.renewed.verified.leaf;
         let policy = Policy::from(&config.certificate);
@@ -507,6 +508,24 @@ fn swanctl_config(config_path: &Path, args: &SwanctlConfigArgs) -> Outcome {
         cert: layout.path(crate::swanctl::Role::Cert),
     };
     print!("{}", connection.render(layout.dir()));
+    Ok(0)
+}
+
+/// `can-read`: 0 when the process could read every path, 1 naming the first it could not.
+fn can_read(args: &CanReadArgs) -> Outcome {
+    let creds = crate::access::Credentials::of_process(args.pid).map_err(usage)?;
+    for path in &args.paths {
+        match creds.can_read(path) {
+            Ok(()) => {}
+            Err(e @ crate::access::AccessError::Relative { .. }) => return Err(usage(e)),
+            Err(e) => {
+                return Err(failed(anyhow::Error::from(e).context(format!(
+                    "process {} (uid {}, gid {})",
+                    args.pid, creds.uid, creds.gid
+                ))))
+            }
+        }
+    }
     Ok(0)
 }
 

@@ -116,6 +116,22 @@ pub async fn run_one(hook: &HookConfig, env: &HookEnv) -> HookResult {
     result
 }
 
+/// This program's path, for hooks that ask it something (`eit-certd can-read`): the one that
+/// installed the set, not whichever `eit-certd` comes first on PATH. After a package upgrade
+/// replaced the file, the kernel reports it as "PATH (deleted)"; the new file at PATH is the
+/// same program, one version on.
+fn own_binary() -> Option<&'static Path> {
+    static BIN: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().ok()?;
+        let text = exe.to_str()?;
+        Some(PathBuf::from(
+            text.strip_suffix(" (deleted)").unwrap_or(text),
+        ))
+    })
+    .as_deref()
+}
+
 struct Finished {
     code: Option<i32>,
     output: String,
@@ -134,6 +150,7 @@ async fn execute(hook: &HookConfig, env: &HookEnv) -> Result<Finished, String> {
             std::env::var("PATH").unwrap_or_else(|_| DEFAULT_PATH.to_string()),
         )
         .envs(&hook.env)
+        .envs(own_binary().map(|bin| ("EIT_CERTD_BIN", bin)))
         .envs(env.vars())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -289,6 +306,9 @@ mod tests {
         assert!(lines.contains(&"EIT_KEY_FILE=/o/generations/g1/key.pem"));
         assert!(lines.contains(&"EIT_NOT_AFTER=2026-01-01T01:00:00Z"));
         assert!(lines.contains(&"EXTRA=x"));
+        // The hooks' way back to this program (`eit-certd can-read`).
+        let bin = std::env::current_exe().unwrap();
+        assert!(lines.contains(&format!("EIT_CERTD_BIN={}", bin.display()).as_str()));
         // Nothing else leaks in from the daemon's environment (sh adds PWD, SHLVL, _).
         for line in &lines {
             let name = line.split('=').next().unwrap();

@@ -19,6 +19,7 @@
 //! `metadata::client::TransportFailure`, classified from the underlying `io::Error` and
 //! `rustls::Error` types), never by their text.
 
+pub mod access;
 pub mod ca_expiry;
 pub mod check;
 pub mod cli;

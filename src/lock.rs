@@ -4,7 +4,7 @@
 
 use std::fs::OpenOptions;
 use std::io::{Read, Seek, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
@@ -54,11 +54,17 @@ impl DirLock {
             path: path.clone(),
             cause,
         };
+        let created = !dir.exists();
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o755)
             .create(dir)
             .map_err(io)?;
+        if created {
+            // Exactly 0755 whatever the umask (the unit's is 0077): consumers that run as
+            // another user reach `current/` through it.
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).map_err(io)?;
+        }
         // Never follow a planted link: a root daemon would truncate whatever it points at.
         let file = OpenOptions::new()
             .read(true)

@@ -157,11 +157,15 @@ impl Renewer {
     }
 
     /// A key from `keys`, [`Renewer::renew`], then the hooks, with the outcome (a failed key
-    /// generation included) recorded in `state` (not saved).
+    /// generation included) recorded in `state` (not saved). `installed` is called once the
+    /// new set is live and before the first hook starts: the daemon tells systemd it is ready
+    /// there, so that a hook that waits on a unit ordered after eit-certd (`systemctl restart
+    /// tlshd`) never waits on eit-certd's own start job.
     pub async fn attempt(
         &self,
         keys: &mut KeySource,
         state: &mut State,
+        installed: impl FnOnce(&Renewed),
     ) -> Result<AttemptOutcome, RenewError> {
         let (result, from_spare) = match keys.take(&self.config, &self.store).await {
             Ok(prepared) => {
@@ -197,6 +201,7 @@ impl Renewer {
                     tracing::warn!("{warning}");
                 }
                 state.record_success(now, &leaf.serial_hex);
+                installed(&renewed);
                 let previous = renewed.previous.as_ref().map(|p| p.serial_hex.clone());
                 let hook_env = HookEnv::new(
                     &renewed.generation.dir,

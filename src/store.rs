@@ -352,6 +352,9 @@ impl Store {
         self.check_safe()?;
         create_dir(&self.dir, 0o755)?;
         create_dir(&generations, 0o755)?;
+        if let Some(note) = self.repair_generations_mode() {
+            tracing::warn!("{note}");
+        }
         self.clean_litter()?;
 
         let id = generation_id(
@@ -436,6 +439,39 @@ impl Store {
         fsync_dir(&self.dir)
     }
 
+    /// Opens `generations/` to everyone's search and read (0755) when it is ours and is not:
+    /// consumers read the set as their own users (stunnel drops to `stunnel4`), and a
+    /// `generations/` made under a umask of 077 (the unit's `UMask=0077` before this was set
+    /// explicitly) kept them out of every set while their reloads failed. Nothing secret is
+    /// exposed: the key files keep their own modes. Changed through a descriptor opened
+    /// without following links; a `generations/` that is not ours is left to `check_safe`.
+    fn repair_generations_mode(&self) -> Option<String> {
+        use std::os::unix::fs::MetadataExt;
+        let path = self.generations();
+        let dir = open_dir_nofollow(&path).ok()?;
+        let meta = dir.metadata().ok()?;
+        let mode = meta.mode() & 0o7777;
+        if meta.uid() != nix::unistd::geteuid().as_raw() || mode & 0o755 == 0o755 {
+            return None;
+        }
+        let want = (mode | 0o755) & !0o022;
+        Some(
+            match dir.set_permissions(fs::Permissions::from_mode(want)) {
+                Ok(()) => format!(
+                "{} had mode {mode:o}, which keeps consumers that run as another user (stunnel) \
+                 out of every certificate set; set it to {want:o}",
+                path.display()
+            ),
+                Err(e) => format!(
+                    "{} has mode {mode:o}, which keeps consumers that run as another user out of \
+                 every certificate set, and cannot be set to {want:o}: {e}; run `chmod 755 {}`",
+                    path.display(),
+                    path.display()
+                ),
+            },
+        )
+    }
+
     /// Puts the key files of the current set back to their mode (0600, or 0640 with a group)
     /// if someone loosened it, and reports what it changed and what it could not (an owner
     /// other than us is reported, not changed: that is for the administrator to decide).
@@ -444,7 +480,7 @@ impl Store {
     /// a key file replaced by a link to some other file never gets that file's mode changed.
     pub fn repair_modes(&self) -> Vec<String> {
         use std::os::unix::fs::MetadataExt;
-        let mut notes = Vec::new();
+        let mut notes: Vec<String> = self.repair_generations_mode().into_iter().collect();
         let Ok(Some(generation)) = self.current_generation() else {
             return notes;
         };
@@ -639,9 +675,16 @@ fn unsafe_dir(dir: &Path) -> Result<Option<StoreError>, StoreError> {
     Ok(None)
 }
 
+/// Creates `dir` with exactly `mode` (the umask does not apply: under the unit's `UMask=0077` a
+/// 0755 request would otherwise give 0700); an existing directory is left as it is.
 fn create_dir(dir: &Path, mode: u32) -> Result<(), StoreError> {
     match fs::DirBuilder::new().mode(mode).create(dir) {
-        Ok(()) => fsync_dir(dir.parent().unwrap_or(Path::new("/"))),
+        Ok(()) => {
+            open_dir_nofollow(dir)
+                .and_then(|d| d.set_permissions(fs::Permissions::from_mode(mode)))
+                .map_err(io("chmod", dir))?;
+            fsync_dir(dir.parent().unwrap_or(Path::new("/")))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
         Err(e) => Err(io("create", dir)(e)),
     }
@@ -663,6 +706,14 @@ fn write_file(path: &Path, data: &[u8], mode: u32, group: Option<Gid>) -> Result
         .map_err(io("chmod", path))?;
     f.write_all(data).map_err(io("write", path))?;
     f.sync_all().map_err(io("fsync", path))
+}
+
+/// Opens a directory we own, refusing a symlink in its place.
+fn open_dir_nofollow(dir: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_DIRECTORY | nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+        .open(dir)
 }
 
 pub(crate) fn fsync_dir(dir: &Path) -> Result<(), StoreError> {
@@ -871,6 +922,27 @@ mod tests {
         assert_eq!(notes.len(), 1, "{notes:?}");
         assert!(notes[0].contains("had mode 644"), "{notes:?}");
         assert_eq!(mode(&g.file(KEY_FILE)), 0o600);
+    }
+
+    #[test]
+    fn a_closed_generations_dir_is_opened_to_consumers_again() {
+        // What `UMask=0077` left behind: consumers running as another user cannot reach any set.
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::new(tmp.path(), 3, None).unwrap();
+        let (key, verified) = verified_set();
+        store.install(&key, &verified).unwrap();
+        let generations = tmp.path().join(GENERATIONS);
+        assert_eq!(mode(&generations), 0o755);
+        fs::set_permissions(&generations, fs::Permissions::from_mode(0o700)).unwrap();
+        let notes = store.repair_modes();
+        assert!(notes[0].contains("had mode 700"), "{notes:?}");
+        assert_eq!(mode(&generations), 0o755);
+        // An install repairs it too (the daemon runs for months).
+        fs::set_permissions(&generations, fs::Permissions::from_mode(0o711)).unwrap();
+        let (key, verified) = verified_set();
+        store.install(&key, &verified).unwrap();
+        assert_eq!(mode(&generations), 0o755);
+        assert!(store.repair_modes().is_empty());
     }
 
     #[test]

@@ -504,9 +504,13 @@ impl Daemon {
                         renewer,
                         keys,
                         state,
+                        notifier,
+                        ready_sent,
                         ..
                     } = &mut self.core;
-                    let work = renewer.attempt(keys, state);
+                    let work = renewer.attempt(keys, state, |renewed| {
+                        announce_installed(notifier, ready_sent, &renewed.verified.leaf)
+                    });
                     let Some(result) = inputs.during(&mut self.machine, self.clock, work).await
                     else {
                         break;
@@ -840,6 +844,22 @@ impl Core {
             }
         }
     }
+}
+
+/// A new set is live and its hooks are about to run: READY now, not after the hooks. The unit
+/// is ordered before stunnel4 and tlshd; a hook that restarts one of them (`systemctl restart
+/// tlshd`) queues a job that waits for our start job, so READY after the hooks was a deadlock
+/// broken only by the hook's timeout. Consumers that start after READY read the new set.
+fn announce_installed(notifier: &Notifier, ready_sent: &mut bool, leaf: &LeafInfo) {
+    if !*ready_sent {
+        notifier.ready();
+        *ready_sent = true;
+    }
+    notifier.status(&format!(
+        "serial {} installed, valid until {}; running its hooks",
+        leaf.serial_hex,
+        rfc3339(leaf.not_after)
+    ));
 }
 
 /// The installed set as the machine sees it.

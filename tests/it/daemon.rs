@@ -638,3 +638,75 @@ fn generations_past_keep_are_pruned_when_the_daemon_starts() {
     daemon.signal(Signal::SIGTERM);
     assert_eq!(daemon.wait_exit(Duration::from_secs(30)), Some(0));
 }
+
+/// READY=1 follows the first install at once, not its hooks: the unit is ordered before
+/// stunnel4 and tlshd, and a hook that restarts one of them (`systemctl restart tlshd`) waits
+/// for eit-certd's start job. Here the hook stands for that: it waits until systemd (this
+/// test) has heard READY=1, which only happens if READY comes before the hooks.
+#[test]
+fn ready_is_sent_when_the_set_is_installed_not_after_its_hooks() {
+    use std::os::unix::net::UnixDatagram;
+    let emulator = Emulator::start(&[]);
+    let released = tempfile::tempdir().unwrap();
+    let release = released.path().join("ready-heard");
+    let hook = format!(
+        "[[hooks]]\nname = \"waits-for-our-start-job\"\ncommand = [\"/bin/sh\", \"-c\", \
+         \"i=0; while [ ! -e {} ]; do i=$((i+1)); [ $i -lt 450 ] || exit 7; sleep 0.1; done\"]\n\
+         timeout = \"60s\"\n",
+        release.display()
+    );
+    let setup = Setup::new(&emulator, 2048, "", &hook);
+    let socket_path = setup.tmp.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let log = setup.tmp.path().join("daemon.log");
+    let child = std::process::Command::new(bin())
+        .arg("--config")
+        .arg(&setup.config)
+        .arg("run")
+        .env("NOTIFY_SOCKET", &socket_path)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut daemon = DaemonProc { child, log };
+    let mut buf = [0u8; 4096];
+    // Shorter than the hook's own 45 s: READY after the hooks is never heard in time.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut heard = Vec::new();
+    let installed = |heard: &[String]| {
+        heard.iter().any(|m| m == "READY=1")
+            && heard
+                .iter()
+                .any(|m| m.starts_with("STATUS=serial ") && m.contains("running its hooks"))
+    };
+    while !installed(&heard) && Instant::now() < deadline {
+        if let Ok(n) = socket.recv(&mut buf) {
+            heard.push(String::from_utf8_lossy(&buf[..n]).trim_end().to_string());
+        }
+    }
+    std::fs::write(&release, "").unwrap();
+    assert!(
+        heard.iter().any(|m| m == "READY=1"),
+        "no READY=1 while the first install's hook ran: {heard:?}\n{}",
+        daemon.log_text()
+    );
+    assert!(
+        current_serial(&setup).is_some(),
+        "READY=1 before the install"
+    );
+    assert!(
+        heard
+            .iter()
+            .any(|m| m.starts_with("STATUS=serial ") && m.contains("running its hooks")),
+        "{heard:?}"
+    );
+    // And the hook, released, succeeds: no timeout, nothing owed.
+    wait_for(Duration::from_secs(30), "the hook to succeed", || {
+        daemon.log_text().contains("hook succeeded").then_some(())
+    });
+    daemon.signal(Signal::SIGTERM);
+    assert_eq!(daemon.wait_exit(Duration::from_secs(30)), Some(0));
+}

@@ -216,3 +216,83 @@ fn https_to_a_name_the_server_certificate_does_not_cover_is_refused() {
     );
     assert!(setup.generations().is_empty());
 }
+
+/// Under the unit's `UMask=0077` the directories eit-certd creates must still let a consumer
+/// that runs as another user (stunnel after it drops to `stunnel4`) reach the set, and a
+/// `generations/` that an earlier version left 0700 is repaired.
+#[test]
+fn a_consumer_running_as_another_user_can_read_the_set_whatever_the_umask() {
+    let emulator = Emulator::start(&[]);
+    let setup = Setup::new(&emulator, 2048, "", "");
+    // As /var/lib is: the way to output.dir is open (tempdir makes it 0700).
+    std::fs::set_permissions(
+        setup.tmp.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let renew_under_umask = |args: &[&str]| {
+        let config = setup.config.to_str().unwrap();
+        let mut command = std::process::Command::new("sh");
+        command
+            .args([
+                "-c",
+                "umask 077; exec \"$@\"",
+                "sh",
+                bin(),
+                "--config",
+                config,
+            ])
+            .args(args);
+        command.output().unwrap()
+    };
+    assert_exit(&renew_under_umask(&["renew"]), 0);
+    assert_eq!(mode(&setup.out.join("generations")), 0o755);
+    // A process of an unprivileged user, asked about as the hooks ask.
+    let mut nobody = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "sleep",
+            "60",
+        ])
+        .spawn()
+        .unwrap();
+    let can_read = |path: &std::path::Path| {
+        std::process::Command::new(bin())
+            .args(["can-read", "--pid", &nobody.id().to_string()])
+            .arg(path)
+            .output()
+            .unwrap()
+    };
+    let fullchain = setup.out.join("current/fullchain.pem");
+    assert_exit(&can_read(&fullchain), 0);
+    // The key stays the owner's.
+    let o = can_read(&setup.out.join("current/key.pem"));
+    assert_exit(&o, 1);
+    assert!(
+        stderr(&o).contains("no read permission on the file"),
+        "{}",
+        stderr(&o)
+    );
+
+    // What an earlier version left under UMask=0077: repaired by the next renewal.
+    std::fs::set_permissions(
+        setup.out.join("generations"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let o = can_read(&fullchain);
+    assert_exit(&o, 1);
+    assert!(
+        stderr(&o).contains("no search (x) permission"),
+        "{}",
+        stderr(&o)
+    );
+    let o = renew_under_umask(&["renew", "--force"]);
+    assert_exit(&o, 0);
+    assert!(stderr(&o).contains("had mode 700"), "{}", stderr(&o));
+    assert_exit(&can_read(&fullchain), 0);
+    let _ = nobody.kill();
+    let _ = nobody.wait();
+}
