@@ -110,7 +110,79 @@ pub fn offline(config: &Config) -> Vec<Problem> {
     }
     check_installed_modes(config, &mut problems);
     problems.extend(crate::swanctl::check(config));
+    if let Some(sandbox) = crate::sandbox::Sandbox::installed() {
+        problems.extend(unit_may_write(config, &sandbox));
+    }
+    // A running consumer that cannot read the set fails at its next reload, whatever the
+    // hook says (only processes that run now are known; the serial is not `check`'s business).
+    for consumer in crate::consumers::survey(config, None) {
+        for p in &consumer.processes {
+            if let (Some(what), Some(fix)) = (&p.problem, &p.fix) {
+                problems.push(problem(
+                    format!("hooks.{}", consumer.hook),
+                    format!("{} {what}", consumer.kind.name()),
+                    fix.as_str(),
+                ));
+            }
+        }
+    }
     problems
+}
+
+/// Every directory the daemon writes in, with the config key that puts it there: under the
+/// installed unit's `ProtectSystem=strict` a path outside `ReadWritePaths=` fails at the first
+/// renewal (or silently, for the metrics), long after `check` said OK.
+pub fn unit_may_write(config: &Config, sandbox: &crate::sandbox::Sandbox) -> Vec<Problem> {
+    let mut writes: Vec<(String, std::path::PathBuf)> =
+        vec![("output.dir".into(), config.output.dir.0.clone())];
+    if let Some(layout) = crate::swanctl::Layout::from_config(config) {
+        for role in [
+            crate::swanctl::Role::Key,
+            crate::swanctl::Role::Cert,
+            crate::swanctl::Role::Chain,
+        ] {
+            let path = layout.path(role);
+            let dir = path.parent().unwrap_or(layout.dir()).to_path_buf();
+            writes.push((format!("output.swanctl.{}", role.key()), dir));
+        }
+    }
+    if let Some(metrics) = &config.output.metrics_file {
+        let dir = metrics.0.parent().unwrap_or(Path::new("/")).to_path_buf();
+        writes.push(("output.metrics_file".into(), dir));
+    }
+    let units = sandbox
+        .sources
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    writes
+        .into_iter()
+        .filter(|(_, dir)| !sandbox.may_write_in(dir))
+        .map(|(key, dir)| {
+            let fix = if key.starts_with("output.swanctl.") {
+                "install /usr/share/doc/eit-certd/examples/eit-certd-swanctl.conf as \
+                 /etc/systemd/system/eit-certd.service.d/swanctl.conf (it lists swanctl's \
+                 directories), then `systemctl daemon-reload`"
+                    .to_string()
+            } else {
+                format!(
+                    "add `ReadWritePaths={}` to a drop-in (`systemctl edit eit-certd`), or \
+                     choose a path the unit may write",
+                    dir.display()
+                )
+            };
+            problem(
+                key,
+                format!(
+                    "{} is read-only for the daemon under its systemd unit (ProtectSystem=strict \
+                     and not in ReadWritePaths= of {units})",
+                    dir.display()
+                ),
+                fix,
+            )
+        })
+        .collect()
 }
 
 /// Who may change the config file: a file that others can write lets them choose the hooks a

@@ -335,6 +335,8 @@ fn show_status(config_path: &Path, args: &StatusArgs) -> Outcome {
     report.swanctl = crate::swanctl::Layout::from_config(&config).map(|l| l.status());
     report.set_ca(&store, &config.certificate, now);
     report.spare = Some(crate::spare::Spare::new(store.dir()).state(&config));
+    let serial = report.installed.as_ref().map(|i| i.serial.clone());
+    report.consumers = crate::consumers::survey(&config, serial.as_deref());
     if args.json {
         let json = serde_json::to_string_pretty(&report).map_err(failed)?;
         out!("{json}");

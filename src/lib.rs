@@ -26,6 +26,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod config_words;
+pub mod consumers;
 pub mod daemon;
 #[cfg(feature = "emulator")]
 pub use eit_certd_emulator as emulator;
@@ -38,6 +39,7 @@ pub mod metadata;
 pub mod metrics;
 pub mod pki;
 pub mod renew;
+pub mod sandbox;
 pub mod schedule;
 pub mod spare;
 pub mod state;

@@ -99,6 +99,10 @@ pub struct Report {
     /// Whether the next key and CSR are ready on disk (filled in by the caller).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub spare: Option<crate::spare::SpareState>,
+    /// The consumers the configured hooks reload: whether their users can read the set,
+    /// and what they hold (filled in by the caller).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub consumers: Vec<crate::consumers::Consumer>,
 }
 
 /// The CAs above the installed leaf: when they expire, and a warning for each that does so
@@ -173,6 +177,7 @@ pub fn build(
         swanctl: None,
         ca: None,
         spare: None,
+        consumers: Vec::new(),
     };
     let set = match current {
         Ok(Some(set)) => set,
@@ -401,6 +406,42 @@ impl Report {
                 p.state,
                 p.detail
             );
+        }
+        for c in &self.consumers {
+            let name = format!("{} (hook {})", c.kind.name(), c.hook);
+            if c.processes.is_empty() && c.holds_current.is_none() {
+                let _ = writeln!(out, "consumer      {name}: not running");
+            }
+            for p in &c.processes {
+                let read = match (&p.can_read, &p.problem) {
+                    (_, Some(problem)) => format!(
+                        "CANNOT read the set: {problem}; fix: {}",
+                        p.fix.as_deref().unwrap_or("")
+                    ),
+                    (Some(true), None) => "can read the set".to_string(),
+                    (_, None) => "running".to_string(),
+                };
+                let _ = writeln!(
+                    out,
+                    "consumer      {name}: pid {} uid {} {read}",
+                    p.pid, p.uid
+                );
+            }
+            match (c.holds_current, &c.serial_unknown) {
+                (Some(true), _) => {
+                    let _ = writeln!(out, "consumer      {name}: holds the installed certificate");
+                }
+                (Some(false), _) => {
+                    let _ = writeln!(
+                        out,
+                        "consumer      {name}: does NOT hold the installed certificate"
+                    );
+                }
+                (None, Some(why)) => {
+                    let _ = writeln!(out, "consumer      {name}: serial held unknown: {why}");
+                }
+                (None, None) => {}
+            }
         }
         if let Some(spare) = self.spare {
             let text = match spare {

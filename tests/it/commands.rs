@@ -1,6 +1,7 @@
 //! The scripting and first-run commands against the real emulator.
 
 use std::process::Command;
+use std::time::Duration;
 
 use crate::common::*;
 
@@ -189,4 +190,157 @@ fn json_log_format_emits_json_lines() {
             serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}"));
         assert!(v["level"].is_string() && v["fields"].is_object(), "{line}");
     }
+}
+
+/// `check` reads the installed unit and its drop-ins as systemd finds them (`SYSTEMD_UNIT_PATH`
+/// here) and refuses a configured path the sandboxed daemon could not write: the metrics file
+/// and the swanctl links outside `ReadWritePaths=` used to pass `check` and then fail (or, for
+/// the metrics, vanish) under systemd.
+#[test]
+fn check_refuses_paths_the_shipped_unit_may_not_write() {
+    let emulator = Emulator::start(&[]);
+    let scratch = tempfile::tempdir().unwrap();
+    // Not under /tmp: the unit's PrivateTmp=yes gives the daemon a writable /tmp of its own.
+    let swanctl_parent = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let swanctl = swanctl_parent.path().join("swanctl");
+    std::fs::create_dir_all(&swanctl).unwrap();
+    let setup = Setup::new(
+        &emulator,
+        2048,
+        "",
+        &format!("[output.swanctl]\ndir = \"{}\"\n", swanctl.display()),
+    );
+    setup.add_output_settings("metrics_file = \"/srv/eit-certd-metrics/eit-certd.prom\"\n");
+    let units = scratch.path().join("units");
+    let dropins = units.join("eit-certd.service.d");
+    std::fs::create_dir_all(&dropins).unwrap();
+    let unit_path = units.to_str().unwrap();
+    let check = || setup.run_with_env(&["check"], &[("SYSTEMD_UNIT_PATH", unit_path)]);
+
+    // No unit installed: nothing is known, nothing is claimed.
+    assert_exit(&check(), 0);
+
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/examples/eit-certd.service"),
+        units.join("eit-certd.service"),
+    )
+    .unwrap();
+    let o = check();
+    assert_exit(&o, 2);
+    let text = stdout(&o);
+    for key in ["key", "cert", "chain"] {
+        assert!(
+            text.contains(&format!("problem: output.swanctl.{key}: "))
+                && text.contains("read-only for the daemon under its systemd unit"),
+            "{text}"
+        );
+    }
+    assert!(text.contains("eit-certd-swanctl.conf"), "{text}");
+    assert!(
+        text.contains("problem: output.metrics_file: /srv/eit-certd-metrics is read-only"),
+        "{text}"
+    );
+    assert!(!text.contains("problem: output.dir"), "{text}");
+
+    // The documented drop-ins (swanctl's, with this test's directory) make both writable.
+    std::fs::write(
+        dropins.join("swanctl.conf"),
+        format!(
+            "[Service]\nReadWritePaths=-{0}/private -{0}/x509 -{0}/x509ca\n",
+            swanctl.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dropins.join("metrics.conf"),
+        "[Service]\nReadWritePaths=/srv/eit-certd-metrics\n",
+    )
+    .unwrap();
+    assert_exit(&check(), 0);
+}
+
+/// `status` and `check` look at the consumers the hooks reload: a stunnel that runs as another
+/// user and cannot read the key (no `output.group`) is named with the fix; with the group set
+/// it can. A stand-in process named like stunnel plays the consumer (the real one is in the
+/// systemd test and the hook tests); other tests' stunnels may run at the same time, so only
+/// this one's pid is looked at.
+#[test]
+fn status_and_check_say_whether_a_consumer_can_read_the_set() {
+    let emulator = Emulator::start(&[]);
+    let hook = format!(
+        "[[hooks]]\nname = \"reload-stunnel\"\ncommand = [\"{}/hooks/stunnel-reload\"]\n\
+         env = {{ STUNNEL_OPTIONAL = \"1\", STUNNEL_PID_GLOB = \"/nonexistent/*.pid\" }}\n",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let setup = Setup::new(&emulator, 2048, "", &hook);
+    std::fs::set_permissions(
+        setup.tmp.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    assert_exit(&setup.run(&["renew"]), 0);
+    let stand_in = setup.tmp.path().join("stunnel4");
+    std::fs::copy("/bin/sleep", &stand_in).unwrap();
+    let mut stunnel = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&stand_in)
+        .arg("120")
+        .spawn()
+        .unwrap();
+    let pid = stunnel.id();
+    let ours = |report: &serde_json::Value| -> serde_json::Value {
+        report["consumers"][0]["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["pid"] == pid)
+            .cloned()
+            .unwrap_or_else(|| panic!("pid {pid} not in {report}"))
+    };
+    // /proc/PID/comm is the stand-in's name once it has exec'd.
+    wait_for(Duration::from_secs(30), "the stand-in to run", || {
+        std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .ok()
+            .filter(|c| c.trim() == "stunnel4")
+    });
+    let group = "nogroup";
+    let report: serde_json::Value =
+        serde_json::from_str(&stdout(&setup.run(&["status", "--json"]))).unwrap();
+    assert_eq!(report["consumers"][0]["kind"], "stunnel");
+    assert_eq!(report["consumers"][0]["hook"], "reload-stunnel");
+    let p = ours(&report);
+    assert_eq!(p["uid"], 65534);
+    assert_eq!(p["can_read"], false, "{p}");
+    assert!(p["problem"].as_str().unwrap().contains("key.pem"), "{p}");
+    assert!(
+        p["fix"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("group = \"{group}\"")),
+        "{p}"
+    );
+    let text = stdout(&setup.run(&["status"]));
+    assert!(
+        text.contains(&format!("pid {pid} uid 65534 CANNOT read the set")),
+        "{text}"
+    );
+    let o = setup.run(&["check"]);
+    assert_exit(&o, 2);
+    assert!(
+        stdout(&o).contains(&format!(
+            "problem: hooks.reload-stunnel: stunnel pid {pid}: "
+        )),
+        "{}",
+        stdout(&o)
+    );
+
+    // The documented fix.
+    setup.add_output_settings(&format!("group = \"{group}\"\n"));
+    assert_exit(&setup.run(&["renew", "--force"]), 0);
+    let report: serde_json::Value =
+        serde_json::from_str(&stdout(&setup.run(&["status", "--json"]))).unwrap();
+    assert_eq!(ours(&report)["can_read"], true, "{report}");
+    assert!(!stdout(&setup.run(&["check"])).contains(&format!("pid {pid}:")));
+    let _ = stunnel.kill();
+    let _ = stunnel.wait();
 }

@@ -22,12 +22,19 @@ fn hook(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// Runs `hooks/<name>` directly (so its shebang and executable bit count) with only `PATH` and
-/// `vars` in its environment and stdin closed.
+/// The eit-certd binary the hooks call for `eit-certd can-read` (the daemon sets
+/// `EIT_CERTD_BIN` to itself for every hook).
+fn certd_bin() -> &'static str {
+    crate::common::bin()
+}
+
+/// Runs `hooks/<name>` directly (so its shebang and executable bit count) with only `PATH`,
+/// `EIT_CERTD_BIN` and `vars` in its environment and stdin closed.
 fn run_hook<K: AsRef<OsStr>, V: AsRef<OsStr>>(name: &str, vars: &[(K, V)]) -> Output {
     let mut cmd = Command::new(hook(name));
     cmd.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("EIT_CERTD_BIN", certd_bin())
         .stdin(Stdio::null());
     for (k, v) in vars {
         cmd.env(k, v);
@@ -70,6 +77,10 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
+fn mode_of(path: &Path) -> u32 {
+    fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
 fn read(path: &Path) -> String {
     fs::read_to_string(path).unwrap_or_default()
 }
@@ -78,23 +89,36 @@ fn read(path: &Path) -> String {
 // stunnel-reload
 // ---------------------------------------------------------------------------------------------
 
-/// A `sh` that writes "HUP" to `hup` for every SIGHUP it gets (and "USR1" for every SIGUSR1,
-/// see [`Trapped::settled`]) and otherwise sleeps; killed when dropped. `program` is what is exec'd (a link named `stunnel` gives it that comm).
+/// A `sh` standing in for stunnel: it writes "HUP" to `hup` for every SIGHUP it gets, followed
+/// by `verdict` (what stunnel logs about the reload: "Configuration successful" by default),
+/// and "USR1" for every SIGUSR1 (see [`Trapped::settled`]), and otherwise sleeps; killed when
+/// dropped. Its last argument is its "configuration file" `conf`, which names `hup` as its
+/// `output =` log, as stunnel's would. `program` is what is exec'd (a link named `stunnel`
+/// gives it that comm).
 struct Trapped {
     child: Child,
     hup: PathBuf,
+    conf: PathBuf,
 }
 
 impl Trapped {
     fn start(dir: &Path, name: &str, program: &Path) -> Trapped {
+        Trapped::start_with(dir, name, program, "LOG5[main]: Configuration successful")
+    }
+
+    fn start_with(dir: &Path, name: &str, program: &Path, verdict: &str) -> Trapped {
         let hup = dir.join(format!("{name}.hup"));
         let ready = dir.join(format!("{name}.ready"));
+        let conf = dir.join(format!("{name}.conf"));
+        fs::write(&conf, format!("; stand-in\noutput = {}\n", hup.display())).unwrap();
         let mut command = Command::new(program);
         command
             .arg("-c")
-            .arg(r#"trap 'echo HUP >> "$F"' HUP; trap 'echo USR1 >> "$F"' USR1; : > "$R"; while :; do sleep 0.1; done"#)
+            .arg(r#"trap 'echo HUP >> "$F"; [ -z "$V" ] || echo "$V" >> "$F"' HUP; trap 'echo USR1 >> "$F"' USR1; : > "$R"; while :; do sleep 0.1; done"#)
+            .arg(&conf)
             .env("F", &hup)
             .env("R", &ready)
+            .env("V", verdict)
             .stdin(Stdio::null());
         // A shell cannot trap a signal that was ignored when it started (POSIX), and a test
         // run under `nohup` ignores SIGHUP: give the child the default disposition.
@@ -112,7 +136,7 @@ impl Trapped {
         let child = command.spawn().unwrap();
         // Only signal it once the trap is in place (before that, SIGHUP would kill it).
         wait_until(&format!("{name} to set its trap"), || ready.exists());
-        Trapped { child, hup }
+        Trapped { child, hup, conf }
     }
 
     fn pid(&self) -> u32 {
@@ -206,10 +230,19 @@ fn stunnel_reload_signals_the_pid_files_processes_and_reports_stale_ones() {
         "the stale pid file is not reported: {err}"
     );
     assert!(
-        err.contains(&format!("pid {} already signalled", one.pid())),
+        err.contains(&format!("pid {} already handled", one.pid())),
         "the duplicate pid file is not recognised: {err}"
     );
-    assert!(err.contains(&format!("sent SIGHUP to stunnel pid {}", two.pid())));
+    // Each reload is confirmed by the stand-in's own log, named in its configuration.
+    assert!(
+        err.contains(&format!(
+            "stunnel pid {} ({}/two.pid) reloaded {}",
+            two.pid(),
+            pids.display(),
+            two.conf.display()
+        )) && err.contains("'Configuration successful'"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -285,35 +318,70 @@ fn stunnel_reload_fails_when_nothing_is_running_unless_optional() {
     assert!(err.contains("does not hold a process id ('12ab')"), "{err}");
 }
 
-#[test]
-fn stunnel_reload_goes_through_systemd_when_a_unit_is_named() {
-    let tmp = tempfile::tempdir().unwrap();
-    let bin = tmp.path().join("bin");
-    fs::create_dir(&bin).unwrap();
-    let log = tmp.path().join("systemctl.log");
-    let systemctl = bin.join("systemctl");
+/// A stand-in program `name` in `dir/bin`, to put first on PATH: it logs each call's arguments
+/// to `dir/<name>.log` and runs `body` (sh) with them. Returns (that log, the PATH).
+fn fake_program(dir: &Path, name: &str, body: &str) -> (PathBuf, String) {
+    let bin = dir.join("bin");
+    fs::create_dir_all(&bin).unwrap();
+    let log = dir.join(format!("{name}.log"));
+    let program = bin.join(name);
     fs::write(
-        &systemctl,
-        format!(
-            "#!/bin/sh\necho \"$*\" >> {}\n[ \"$2\" != broken.service ]\n",
-            log.display()
-        ),
+        &program,
+        format!("#!/bin/sh\necho \"$*\" >> {}\n{body}\n", log.display()),
     )
     .unwrap();
-    fs::set_permissions(&systemctl, fs::Permissions::from_mode(0o755)).unwrap();
-    // A live pid file too: with a unit named, the script must not signal it itself.
-    let running = Trapped::start(tmp.path(), "running", &sh());
-    fs::write(tmp.path().join("s.pid"), running.pid().to_string()).unwrap();
-    let glob = format!("{}/*.pid", tmp.path().display());
+    fs::set_permissions(&program, fs::Permissions::from_mode(0o755)).unwrap();
     let path = format!(
         "{}:{}",
         bin.display(),
         std::env::var("PATH").unwrap_or_default()
     );
+    (log, path)
+}
+
+fn fake_systemctl(dir: &Path, body: &str) -> (PathBuf, String) {
+    fake_program(dir, "systemctl", body)
+}
+
+#[test]
+fn stunnel_reload_goes_through_systemd_when_a_unit_is_named_and_confirms_the_reload() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The unit's main process, and one that takes the reload badly.
+    let main = Trapped::start(tmp.path(), "main", &sh());
+    let broken = Trapped::start_with(
+        tmp.path(),
+        "broken",
+        &sh(),
+        "LOG3[main]: Service [nfs]: Failed to initialize TLS context\nLOG3[main]: Configuration failed\nLOG3[main]: Failed to reload the configuration file",
+    );
+    // systemd as far as the hook asks: MainPID and CanReload per unit; `reload` and `kill`
+    // send the main process SIGHUP as systemd would (stunnel@nfs can reload, bad@x cannot).
+    let (log, path) = fake_systemctl(
+        tmp.path(),
+        &format!(
+            "case \"$*\" in\n\
+             *'MainPID --value stunnel@nfs.service') echo {main} ;;\n\
+             *'MainPID --value bad@x.service') echo {broken} ;;\n\
+             *'MainPID --value stopped.service') echo 0 ;;\n\
+             *'CanReload --value stunnel@nfs.service') echo yes ;;\n\
+             *'CanReload --value'*) echo no ;;\n\
+             'reload stunnel@nfs.service') kill -HUP {main} ;;\n\
+             'kill --kill-who=main -s HUP bad@x.service') kill -HUP {broken} ;;\n\
+             *) exit 1 ;;\n\
+             esac",
+            main = main.pid(),
+            broken = broken.pid()
+        ),
+    );
+    // A live pid file too: with a unit named, the script must not signal it itself.
+    let running = Trapped::start(tmp.path(), "running", &sh());
+    fs::write(tmp.path().join("s.pid"), running.pid().to_string()).unwrap();
+    let glob = format!("{}/*.pid", tmp.path().display());
 
     let mut cmd = Command::new(hook("stunnel-reload"));
     cmd.env_clear()
         .env("PATH", &path)
+        .env("EIT_CERTD_BIN", certd_bin())
         .env("STUNNEL_PID_GLOB", &glob)
         .env("STUNNEL_SKIP_COMM_CHECK", "1")
         .stdin(Stdio::null());
@@ -321,15 +389,48 @@ fn stunnel_reload_goes_through_systemd_when_a_unit_is_named() {
         .env("STUNNEL_SYSTEMD_UNIT", "stunnel@nfs.service")
         .output()
         .unwrap();
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
-    assert_eq!(read(&log), "reload stunnel@nfs.service\n");
+    let err = stderr(&out);
+    assert_eq!(code(&out), 0, "{err}");
+    assert_eq!(main.hups(), 1);
+    assert!(
+        read(&log).contains("reload stunnel@nfs.service\n"),
+        "{}",
+        read(&log)
+    );
+    assert!(
+        err.contains(&format!(
+            "stunnel@nfs.service (stunnel pid {}, systemctl reload stunnel@nfs.service) reloaded {}",
+            main.pid(),
+            main.conf.display()
+        )) && err.contains("'Configuration successful'"),
+        "{err}"
+    );
+
+    // No ExecReload: SIGHUP through `systemctl kill`; stunnel's verdict is a failure.
+    let out = cmd
+        .env("STUNNEL_SYSTEMD_UNIT", "bad@x.service")
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(code(&out), 1, "{err}");
+    assert_eq!(broken.hups(), 1);
+    assert!(
+        err.contains("its reload FAILED")
+            && err.contains("Failed to initialize TLS context")
+            && err.contains("keeps presenting the old certificate"),
+        "{err}"
+    );
 
     let out = cmd
-        .env("STUNNEL_SYSTEMD_UNIT", "broken.service")
+        .env("STUNNEL_SYSTEMD_UNIT", "stopped.service")
         .output()
         .unwrap();
     assert_eq!(code(&out), 1);
-    assert!(stderr(&out).contains("systemctl reload broken.service failed"));
+    assert!(
+        stderr(&out).contains("stopped.service has no main process"),
+        "{}",
+        stderr(&out)
+    );
 
     running.settled();
     assert_eq!(
@@ -339,12 +440,133 @@ fn stunnel_reload_goes_through_systemd_when_a_unit_is_named() {
     );
 }
 
+#[test]
+fn stunnel_reload_reads_the_verdict_from_the_journal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let one = Trapped::start(tmp.path(), "one", &sh());
+    // No `output =`: stunnel logs to syslog or stderr, i.e. the journal, under its pid.
+    fs::write(&one.conf, "; logs to the journal\n").unwrap();
+    fs::write(tmp.path().join("one.pid"), one.pid().to_string()).unwrap();
+    // journalctl as far as the hook asks: the cursor of the last entry, then what the pid
+    // logged after it (the stand-in's log).
+    let (calls, path) = fake_program(
+        tmp.path(),
+        "journalctl",
+        &format!(
+            "case \"$*\" in\n\
+             '-q -n 1 -o cat --show-cursor') echo 'an older entry'; echo '-- cursor: s=ab;i=7' ;;\n\
+             '-q -o cat --after-cursor=s=ab;i=7 _PID={pid}') cat {log} ;;\n\
+             *) exit 1 ;;\n\
+             esac",
+            pid = one.pid(),
+            log = one.hup.display()
+        ),
+    );
+    let glob = format!("{}/*.pid", tmp.path().display());
+    let out = run_hook(
+        "stunnel-reload",
+        &[
+            ("PATH", path.as_str()),
+            ("STUNNEL_PID_GLOB", glob.as_str()),
+            ("STUNNEL_SKIP_COMM_CHECK", "1"),
+            ("STUNNEL_LOG", "journal"),
+        ],
+    );
+    let err = stderr(&out);
+    assert_eq!(code(&out), 0, "{err}\njournalctl calls:\n{}", read(&calls));
+    assert_eq!(one.hups(), 1);
+    assert!(err.contains("'Configuration successful'"), "{err}");
+    assert!(
+        read(&calls).contains(&format!("--after-cursor=s=ab;i=7 _PID={}", one.pid())),
+        "{}",
+        read(&calls)
+    );
+}
+
+#[test]
+fn stunnel_reload_fails_when_stunnel_gives_no_verdict_or_its_configuration_is_unknown() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Takes SIGHUP, logs nothing about it.
+    let mute = Trapped::start_with(tmp.path(), "mute", &sh(), "");
+    fs::write(tmp.path().join("mute.pid"), mute.pid().to_string()).unwrap();
+    let glob = format!("{}/*.pid", tmp.path().display());
+    let vars = [
+        ("STUNNEL_PID_GLOB", glob.as_str()),
+        ("STUNNEL_SKIP_COMM_CHECK", "1"),
+        ("STUNNEL_TIMEOUT", "1"),
+    ];
+    let out = run_hook("stunnel-reload", &vars);
+    let err = stderr(&out);
+    assert_eq!(code(&out), 1, "{err}");
+    assert_eq!(mute.hups(), 1);
+    assert!(
+        err.contains("no verdict on the reload in") && err.contains("within 1s"),
+        "{err}"
+    );
+
+    // Its configuration names a log nobody can find: nothing to confirm with, no signal.
+    fs::write(&mute.conf, "debug = warning\noutput = /nonexistent/x.log\n").unwrap();
+    let out = run_hook("stunnel-reload", &vars);
+    let err = stderr(&out);
+    assert_eq!(code(&out), 1, "{err}");
+    assert!(err.contains("sets debug = warning"), "{err}");
+    // A configuration file that is not there (STUNNEL_CONF wins over the command line).
+    let missing = tmp.path().join("missing.conf");
+    let mut with_conf = vars.to_vec();
+    with_conf.push(("STUNNEL_CONF", missing.to_str().unwrap()));
+    let out = run_hook("stunnel-reload", &with_conf);
+    let err = stderr(&out);
+    assert_eq!(code(&out), 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "cannot read its configuration file {}",
+            missing.display()
+        )),
+        "{err}"
+    );
+    mute.settled();
+    assert_eq!(mute.hups(), 1, "signalled without a way to confirm");
+
+    for (var, bad) in [("STUNNEL_LOG", "syslog"), ("STUNNEL_TIMEOUT", "0")] {
+        let out = run_hook("stunnel-reload", &[(var, bad)]);
+        assert_eq!(code(&out), 2, "{var}={bad}: {}", stderr(&out));
+        assert!(stderr(&out).contains(var), "{}", stderr(&out));
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // tlshd-restart
 // ---------------------------------------------------------------------------------------------
 
+/// A process killed when dropped (a stand-in daemon's main process).
+struct Running(Child);
+
+impl Running {
+    fn start(user: Option<(u32, u32)>) -> Running {
+        let mut cmd = Command::new("sleep");
+        cmd.arg("600").stdin(Stdio::null());
+        if let Some((uid, gid)) = user {
+            cmd.uid(uid).gid(gid);
+        }
+        Running(cmd.spawn().unwrap())
+    }
+
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// An output directory laid out as the daemon leaves it: `generations/<id>/` with the five
-/// files, `current` pointing at it.
+/// files, `current` pointing at it; and tlshd as systemd shows it to the hook: a stand-in
+/// `systemctl` whose `show` prints `state` (MainPID, ExecMainStartTimestampMonotonic,
+/// ActiveState), and a restart command that records the call and makes `new` the main process.
 struct OutputDir {
     _tmp: tempfile::TempDir,
     root: PathBuf,
@@ -352,11 +574,21 @@ struct OutputDir {
     generation: PathBuf,
     marker: PathBuf,
     restart_cmd: String,
+    state: PathBuf,
+    path: String,
+    old: Running,
+    new: Running,
 }
 
 fn output_dir() -> OutputDir {
+    output_dir_as(None)
+}
+
+/// [`output_dir`] with tlshd's running process (before the restart) started as `uid`.
+fn output_dir_as(user: Option<(u32, u32)>) -> OutputDir {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().to_path_buf();
+    fs::write(root.join("ca.pem"), "PEM\n").unwrap();
     let dir = root.join("eit-certd");
     let generation = dir.join("generations").join("000007-20261123T190511Z-3A9F");
     fs::create_dir_all(&generation).unwrap();
@@ -368,10 +600,33 @@ fn output_dir() -> OutputDir {
         dir.join("current"),
     )
     .unwrap();
+    let (old, new) = (Running::start(user), Running::start(None));
+    let state = root.join("tlshd.state");
+    fs::write(
+        &state,
+        format!(
+            "MainPID={}\nExecMainStartTimestampMonotonic=1000\nActiveState=active\n",
+            old.pid()
+        ),
+    )
+    .unwrap();
+    let (_, path) = fake_systemctl(
+        &root,
+        &format!(
+            "case \"$1 $*\" in\nshow*' tlshd.service') cat {} ;;\n*) exit 1 ;;\nesac",
+            state.display()
+        ),
+    );
     let marker = root.join("restarted");
     let restart_cmd = write_script(
         &root.join("restart.sh"),
-        &format!("echo \"restart $*\" >> {}", marker.display()),
+        &format!(
+            "echo \"restart $*\" >> {}\n\
+             printf 'MainPID={}\\nExecMainStartTimestampMonotonic=2000\\nActiveState=active\\n' > {}",
+            marker.display(),
+            new.pid(),
+            state.display()
+        ),
     );
     OutputDir {
         _tmp: tmp,
@@ -380,20 +635,28 @@ fn output_dir() -> OutputDir {
         generation,
         marker,
         restart_cmd,
+        state,
+        path,
+        old,
+        new,
     }
 }
 
 impl OutputDir {
     fn run(&self, conf: &Path) -> Output {
-        run_hook(
-            "tlshd-restart",
-            &[
-                ("EIT_CERT_DIR", self.generation.as_os_str()),
-                ("EIT_SERIAL", OsStr::new("3A9F")),
-                ("TLSHD_CONF", conf.as_os_str()),
-                ("TLSHD_RESTART_CMD", OsStr::new(&self.restart_cmd)),
-            ],
-        )
+        self.run_with(conf, &[])
+    }
+
+    fn run_with(&self, conf: &Path, extra: &[(&str, &str)]) -> Output {
+        let mut vars = vec![
+            ("PATH", OsStr::new(&self.path)),
+            ("EIT_CERT_DIR", self.generation.as_os_str()),
+            ("EIT_SERIAL", OsStr::new("3A9F")),
+            ("TLSHD_CONF", conf.as_os_str()),
+            ("TLSHD_RESTART_CMD", OsStr::new(&self.restart_cmd)),
+        ];
+        vars.extend(extra.iter().map(|(k, v)| (*k, OsStr::new(*v))));
+        run_hook("tlshd-restart", &vars)
     }
 
     fn conf(&self, body: &str) -> PathBuf {
@@ -407,7 +670,7 @@ impl OutputDir {
 fn tlshd_restart_restarts_when_tlshd_uses_our_current_files() {
     let o = output_dir();
     let conf = o.conf(&format!(
-        "[debug]\nloglevel=0\n\n[authenticate.client]\nx509.truststore= /etc/ssl/ca.pem\n\
+        "[debug]\nloglevel=0\n\n[authenticate.client]\nx509.truststore= {d}/../ca.pem\n\
          x509.certificate= {d}/current/fullchain.pem\nx509.private_key = {d}/current/key.pem\n",
         d = o.dir.display()
     ));
@@ -418,7 +681,89 @@ fn tlshd_restart_restarts_when_tlshd_uses_our_current_files() {
         "restart \n",
         "the restart command did not run exactly once"
     );
-    assert!(stderr(&out).contains("restarted tlshd"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!(
+            "tlshd.service is active as pid {} (was {}), which can read its 3 file(s)",
+            o.new.pid(),
+            o.old.pid()
+        )),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn tlshd_restart_fails_when_no_new_tlshd_process_appears() {
+    let o = output_dir();
+    let conf = o.conf(&format!(
+        "[authenticate.client]\nx509.certificate={}/current/fullchain.pem\n",
+        o.dir.display()
+    ));
+    // The command exits 0, but tlshd is still the old process (a restart that did not happen).
+    let noop = write_script(&o.root.join("noop.sh"), "exit 0");
+    let out = o.run_with(
+        &conf,
+        &[("TLSHD_RESTART_CMD", noop.as_str()), ("TLSHD_TIMEOUT", "1")],
+    );
+    let err = stderr(&out);
+    assert_eq!(code(&out), 1, "{err}");
+    assert!(
+        err.contains("within 1s tlshd.service did not become active with a new process")
+            && err.contains(&format!("before: pid {}, active", o.old.pid())),
+        "{err}"
+    );
+    // Stopped after the restart: not active either.
+    fs::write(&o.state, "MainPID=0\nActiveState=failed\n").unwrap();
+    let out = o.run_with(
+        &conf,
+        &[("TLSHD_RESTART_CMD", noop.as_str()), ("TLSHD_TIMEOUT", "1")],
+    );
+    assert_eq!(code(&out), 1);
+    assert!(
+        stderr(&out).contains("now: pid 0, failed"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn tlshd_restart_does_not_restart_a_tlshd_that_cannot_read_its_files() {
+    if !nix::unistd::geteuid().is_root() {
+        skipped!(
+            "hook_scripts::tlshd unreadable: needs root, to run tlshd's stand-in as another user"
+        );
+        return;
+    }
+    let Some(user) = ["stunnel4", "nobody"]
+        .into_iter()
+        .find_map(|n| nix::unistd::User::from_name(n).ok().flatten())
+    else {
+        skipped!("hook_scripts::tlshd unreadable: no unprivileged user (stunnel4, nobody)");
+        return;
+    };
+    let o = output_dir_as(Some((user.uid.as_raw(), user.gid.as_raw())));
+    fs::set_permissions(&o.root, fs::Permissions::from_mode(0o755)).unwrap();
+    let key = o.generation.join("key.pem");
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
+    let conf = o.conf(&format!(
+        "[authenticate.client]\nx509.certificate={d}/current/fullchain.pem\nx509.private_key={d}/current/key.pem\n",
+        d = o.dir.display()
+    ));
+    let out = o.run(&conf);
+    let err = stderr(&out);
+    assert_eq!(code(&out), 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "tlshd (pid {}) cannot read a file it needs",
+            o.old.pid()
+        )) && err.contains("key.pem")
+            && err.contains("not restarting it"),
+        "{err}"
+    );
+    assert!(
+        !o.marker.exists(),
+        "restarted a tlshd that cannot read its key"
+    );
 }
 
 #[test]
@@ -482,14 +827,7 @@ fn tlshd_restart_reports_a_failed_restart() {
         o.dir.display()
     ));
     let failing = write_script(&o.root.join("fail.sh"), "exit 5");
-    let out = run_hook(
-        "tlshd-restart",
-        &[
-            ("EIT_CERT_DIR", o.generation.as_os_str()),
-            ("TLSHD_CONF", conf.as_os_str()),
-            ("TLSHD_RESTART_CMD", OsStr::new(&failing)),
-        ],
-    );
+    let out = o.run_with(&conf, &[("TLSHD_RESTART_CMD", failing.as_str())]);
     assert_eq!(code(&out), 1);
     assert!(
         stderr(&out).contains("restarting tlshd failed") && stderr(&out).contains("exited 5"),
@@ -649,6 +987,204 @@ fn nfs_remount_with_no_tls_mounts_says_so() {
     assert!(!r.log.exists());
 }
 
+/// nfs-remount in unit mode, against a stand-in `systemctl` that behaves like systemd with a
+/// oneshot unit: `start --no-block` marks a new run (activating, a later
+/// InactiveExitTimestampMonotonic) and returns at once; the run (this very script, as the unit
+/// runs it: EIT_HOOK_DRY_RUN=0) goes on in the background and ends inactive or failed, with
+/// its Result and exit status.
+struct UnitMode {
+    r: Remount,
+    state: PathBuf,
+    calls: PathBuf,
+    path: String,
+}
+
+/// `flaky`: the unit's action fails for /mnt/stunnel (after logging the call).
+fn unit_mode(flaky: bool) -> UnitMode {
+    let r = remount_setup();
+    let dir = r.mounts.parent().unwrap().to_path_buf();
+    let action = if flaky {
+        write_script(
+            &dir.join("flaky.sh"),
+            &format!(
+                "echo \"1 [$1]\" >> {}\n[ \"$1\" != /mnt/stunnel ]",
+                r.log.display()
+            ),
+        )
+    } else {
+        r.action.clone()
+    };
+    let state = dir.join("unit.state");
+    fs::write(
+        &state,
+        "LoadState=loaded\nActiveState=inactive\nResult=success\nExecMainStatus=0\nInactiveExitTimestampMonotonic=100\n",
+    )
+    .unwrap();
+    let body = format!(
+        r#"S={state}
+put() {{ printf 'LoadState=loaded\nActiveState=%s\nResult=%s\nExecMainStatus=%s\nInactiveExitTimestampMonotonic=%s\n' "$@" > "$S.tmp" && mv "$S.tmp" "$S"; }}
+case "$1 $2 $3" in
+show*) cat "$S" ;;
+'start --no-block eit-certd-remount.service')
+	n=$(( $(sed -n 's/^InactiveExitTimestampMonotonic=//p' "$S") + 1 ))
+	put activating success 0 "$n"
+	(
+		if env -i PATH="$PATH" EIT_HOOK_DRY_RUN=0 EIT_MOUNTS_FILE={mounts} NFS_REMOUNT_ACTION="{action}" {hook} >> {dir}/unit.log 2>&1; then
+			put inactive success 0 "$n"
+		else
+			put failed exit-code "$?" "$n"
+		fi
+	) </dev/null >/dev/null 2>&1 &
+	;;
+*) exit 1 ;;
+esac"#,
+        state = state.display(),
+        mounts = r.mounts.display(),
+        hook = hook("nfs-remount").display(),
+        dir = dir.display(),
+    );
+    let (calls, path) = fake_systemctl(&dir, &body);
+    UnitMode {
+        r,
+        state,
+        calls,
+        path,
+    }
+}
+
+impl UnitMode {
+    fn run(&self) -> Output {
+        run_hook(
+            "nfs-remount",
+            &[
+                ("PATH", self.path.as_str()),
+                ("NFS_REMOUNT_UNIT", "eit-certd-remount.service"),
+                ("NFS_REMOUNT_TIMEOUT", "10"),
+            ],
+        )
+    }
+}
+
+#[test]
+fn nfs_remount_in_unit_mode_starts_the_unit_and_waits_for_its_run_to_succeed() {
+    let u = unit_mode(false);
+    let out = u.run();
+    let err = stderr(&out);
+    assert_eq!(code(&out), 0, "{err}");
+    assert!(
+        read(&u.calls).contains("start --no-block eit-certd-remount.service\n"),
+        "{}",
+        read(&u.calls)
+    );
+    // The remount ran, in the unit (not in the hook), once per TLS mount.
+    let expected: String = TLS_MOUNTS.iter().map(|mp| format!("1 [{mp}]\n")).collect();
+    assert_eq!(read(&u.r.log), expected);
+    assert!(
+        stdout(&out).is_empty(),
+        "the hook itself remounted: {}",
+        stdout(&out)
+    );
+    assert!(
+        err.contains("eit-certd-remount.service ran and succeeded"),
+        "{err}"
+    );
+    assert!(read(&u.state).contains("InactiveExitTimestampMonotonic=101\n"));
+}
+
+#[test]
+fn nfs_remount_in_unit_mode_fails_with_the_units_result() {
+    let u = unit_mode(true);
+    let out = u.run();
+    let err = stderr(&out);
+    assert_eq!(code(&out), 1, "{err}");
+    assert_eq!(read(&u.r.log).lines().count(), 3, "{}", read(&u.r.log));
+    assert!(
+        err.contains("eit-certd-remount.service failed (Result=exit-code, ExecMainStatus=1)")
+            && err.contains("journalctl -u eit-certd-remount.service"),
+        "{err}"
+    );
+
+    // Not installed: says how to install it, starts nothing.
+    fs::write(&u.state, "LoadState=not-found\nActiveState=inactive\n").unwrap();
+    let before = read(&u.calls);
+    let out = u.run();
+    let err = stderr(&out);
+    assert_eq!(code(&out), 1, "{err}");
+    assert!(
+        err.contains("eit-certd-remount.service is not-found")
+            && err.contains("examples/eit-certd-remount.service"),
+        "{err}"
+    );
+    assert!(!read(&u.calls)[before.len()..].contains("start"));
+
+    // A run that never finishes: bounded.
+    fs::write(
+        &u.state,
+        "LoadState=loaded\nActiveState=activating\nInactiveExitTimestampMonotonic=7\n",
+    )
+    .unwrap();
+    let out = run_hook(
+        "nfs-remount",
+        &[
+            ("PATH", u.path.as_str()),
+            ("NFS_REMOUNT_UNIT", "eit-certd-remount.service"),
+            ("NFS_REMOUNT_TIMEOUT", "1"),
+        ],
+    );
+    let err = stderr(&out);
+    assert_eq!(code(&out), 1, "{err}");
+    assert!(
+        err.contains("the run that was under way did not finish within 1s"),
+        "{err}"
+    );
+}
+
+/// examples/eit-certd-remount.service is what unit mode starts: a plain oneshot (a unit with
+/// RemainAfterExit would never run again), acting (EIT_HOOK_DRY_RUN=0, overridable from the
+/// optional remount.env), running the installed hook, and without the sandboxing that keeps
+/// the daemon from mounting (its own mount namespace, capability limits); not enabled at boot.
+#[test]
+fn the_remount_unit_is_an_unsandboxed_oneshot_that_runs_the_hook() {
+    let unit = fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/eit-certd-remount.service"),
+    )
+    .unwrap();
+    let settings: Vec<&str> = unit
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with(';'))
+        .collect();
+    for wanted in [
+        "[Service]",
+        "Type=oneshot",
+        "Environment=EIT_HOOK_DRY_RUN=0",
+        "EnvironmentFile=-/etc/eit-certd/remount.env",
+        "ExecStart=/usr/lib/eit-certd/hooks/nfs-remount",
+    ] {
+        assert!(settings.contains(&wanted), "no {wanted:?} in\n{unit}");
+    }
+    for line in &settings {
+        let key = line.split('=').next().unwrap();
+        assert!(
+            !(key.starts_with("Protect")
+                || key.starts_with("Private")
+                || key.starts_with("Restrict")
+                || [
+                    "CapabilityBoundingSet",
+                    "NoNewPrivileges",
+                    "SystemCallFilter",
+                    "User",
+                    "DynamicUser",
+                    "RemainAfterExit",
+                    "MountFlags"
+                ]
+                .contains(&key)),
+            "{line:?} would keep the remount from working (or from running again)"
+        );
+        assert_ne!(*line, "[Install]", "the unit must not be enabled at boot");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // All hooks
 // ---------------------------------------------------------------------------------------------
@@ -741,7 +1277,9 @@ fn hooks_pass_shellcheck() {
         .status()
         .is_ok_and(|s| s.success());
     if !found {
-        eprintln!("skipped: shellcheck is not on PATH (apt-get install shellcheck)");
+        skipped!(
+            "hook_scripts::shellcheck: shellcheck is not on PATH (apt-get install shellcheck)"
+        );
         return;
     }
     let out = Command::new("shellcheck")
@@ -816,22 +1354,82 @@ impl Drop for Daemons {
     }
 }
 
+/// `setpriv` arguments that give a program the capability bounding set of the shipped unit
+/// (examples/eit-certd.service's `CapabilityBoundingSet=`), which the daemon's hooks inherit:
+/// root without CAP_DAC_OVERRIDE or CAP_DAC_READ_SEARCH, i.e. unable to read another user's
+/// 0640 file. None without setpriv (util-linux).
+fn unit_bounding_set() -> Option<Vec<String>> {
+    if !on_path("setpriv") {
+        return None;
+    }
+    let unit = fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/eit-certd.service"),
+    )
+    .unwrap();
+    let caps = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+        .expect("the unit sets CapabilityBoundingSet");
+    let mut set = String::from("-all");
+    for cap in caps.split_whitespace() {
+        set.push_str(&format!(
+            ",+{}",
+            cap.trim_start_matches("CAP_").to_lowercase()
+        ));
+    }
+    Some(vec!["--bounding-set".into(), set, "--".into()])
+}
+
+/// [`run_hook`] with the shipped unit's capability bounding set, as the daemon runs it there.
+fn run_hook_as_in_the_unit(name: &str, vars: &[(&str, &str)], setpriv: &[String]) -> Output {
+    let mut cmd = Command::new("setpriv");
+    cmd.args(setpriv)
+        .arg(hook(name))
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("EIT_CERTD_BIN", certd_bin())
+        .envs(vars.iter().copied())
+        .stdin(Stdio::null());
+    cmd.output().unwrap()
+}
+
 #[test]
-fn stunnel_reload_makes_a_real_stunnel_present_the_new_certificate() {
+fn stunnel_reload_proves_that_a_real_stunnel_took_the_new_certificate() {
     let Some(stunnel) = ["stunnel4", "stunnel"].into_iter().find(|p| on_path(p)) else {
-        eprintln!("skipped: no stunnel4 or stunnel on PATH (apt-get install stunnel4)");
+        skipped!(
+            "hook_scripts::real stunnel: no stunnel4 or stunnel on PATH (apt-get install stunnel4)"
+        );
         return;
     };
     if !on_path("openssl") {
-        eprintln!("skipped: no openssl on PATH");
+        skipped!("hook_scripts::real stunnel: no openssl on PATH");
         return;
     }
+    if !nix::unistd::geteuid().is_root() {
+        skipped!("hook_scripts::real stunnel: needs root, to start stunnel as Debian does (as root, with setuid = stunnel4)");
+        return;
+    }
+    // The user Debian's stunnel4 package creates; any unprivileged user does.
+    let Some(user) = ["stunnel4", "nobody"]
+        .into_iter()
+        .find_map(|n| nix::unistd::User::from_name(n).ok().flatten())
+    else {
+        skipped!("hook_scripts::real stunnel: no user stunnel4 or nobody to drop to");
+        return;
+    };
+    let group = nix::unistd::Group::from_gid(user.gid).unwrap().unwrap();
+    let Some(setpriv) = unit_bounding_set() else {
+        skipped!("hook_scripts::real stunnel: no setpriv on PATH (apt-get install util-linux), to run the hook with the unit's capabilities");
+        return;
+    };
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
+    // As /var/lib/eit-certd: the dropped user may pass through (a tempdir is 0700).
+    fs::set_permissions(t, fs::Permissions::from_mode(0o755)).unwrap();
     let host = "mount-target.example.internal";
 
-    // A CA that signs the "mount target" and two generations of client certificates, laid out
-    // as eit-certd installs them.
+    // A CA that signs the "mount target" and the client certificates, laid out as eit-certd
+    // installs them, with output.group = the stunnel user's group (key.pem 0640 root:group).
     let rsa = "-newkey rsa:2048 -nodes";
     let sign = "-CA ca.pem -CAkey ca.key -CAcreateserial -days 1";
     openssl(
@@ -849,7 +1447,8 @@ fn stunnel_reload_makes_a_real_stunnel_present_the_new_certificate() {
     );
     let out_dir = t.join("out");
     for g in ["gen1", "gen2"] {
-        fs::create_dir_all(out_dir.join("generations").join(g)).unwrap();
+        let gen = out_dir.join("generations").join(g);
+        fs::create_dir_all(&gen).unwrap();
         let dir = format!("out/generations/{g}");
         openssl(
             t,
@@ -859,8 +1458,18 @@ fn stunnel_reload_makes_a_real_stunnel_present_the_new_certificate() {
             t,
             &format!("x509 -req -in {g}.csr {sign} -out {dir}/fullchain.pem"),
         );
+        nix::unistd::chown(&gen.join("key.pem"), None, Some(group.gid)).unwrap();
+        fs::set_permissions(gen.join("key.pem"), fs::Permissions::from_mode(0o640)).unwrap();
+        fs::set_permissions(gen.join("fullchain.pem"), fs::Permissions::from_mode(0o644)).unwrap();
+        fs::set_permissions(&gen, fs::Permissions::from_mode(0o755)).unwrap();
     }
     symlink("generations/gen1", out_dir.join("current")).unwrap();
+    // stunnel writes its pid file and log after dropping root: a directory of its user's, as
+    // Debian's /run/stunnel4 and /var/log/stunnel4.
+    let run = t.join("run");
+    fs::create_dir(&run).unwrap();
+    nix::unistd::chown(&run, Some(user.uid), Some(user.gid)).unwrap();
+    let (pid_file, log) = (run.join("stunnel.pid"), run.join("stunnel.log"));
 
     // The "mount target": requires a client certificate and shows it on its status page.
     let (local, remote) = (free_port(), free_port());
@@ -876,7 +1485,6 @@ fn stunnel_reload_makes_a_real_stunnel_present_the_new_certificate() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let pid_file = t.join("stunnel.pid");
     let _daemons = Daemons {
         pid_file: pid_file.clone(),
         server: Some(server),
@@ -885,15 +1493,12 @@ fn stunnel_reload_makes_a_real_stunnel_present_the_new_certificate() {
         std::net::TcpStream::connect(("127.0.0.1", remote)).is_ok()
     });
 
-    // examples/stunnel.conf, pointed at this test's files and ports; its verification settings
-    // (CAfile, verifyChain, checkHost, sslVersionMin) are kept as they are.
+    // examples/stunnel.conf, pointed at this test's files, ports and user; its verification
+    // settings (CAfile, verifyChain, checkHost, sslVersionMin) are kept as they are.
     let example =
         fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/stunnel.conf"))
             .unwrap();
-    let mut conf = format!(
-        "output = {}\nforeground = no\n",
-        t.join("stunnel.log").display()
-    );
+    let mut conf = format!("output = {}\nforeground = no\n", log.display());
     for line in example.lines() {
         let key = line.split('=').next().unwrap_or("").trim();
         let value = match key {
@@ -907,8 +1512,8 @@ fn stunnel_reload_makes_a_real_stunnel_present_the_new_certificate() {
                 .1
                 .trim()
                 .replace("/var/lib/eit-certd", out_dir.to_str().unwrap()),
-            // The test may not run as root.
-            "setuid" | "setgid" => continue,
+            "setuid" => user.name.clone(),
+            "setgid" => group.name.clone(),
             _ => {
                 conf.push_str(line);
                 conf.push('\n');
@@ -918,9 +1523,12 @@ fn stunnel_reload_makes_a_real_stunnel_present_the_new_certificate() {
         conf.push_str(&format!("{key} = {value}\n"));
     }
     assert!(conf.contains(&format!("checkHost = {host}")), "{conf}");
-    fs::write(t.join("stunnel.conf"), &conf).unwrap();
+    assert!(conf.contains(&format!("setuid = {}", user.name)), "{conf}");
+    let conf_path = t.join("stunnel.conf");
+    fs::write(&conf_path, &conf).unwrap();
+    fs::set_permissions(&conf_path, fs::Permissions::from_mode(0o644)).unwrap();
     let started = Command::new(stunnel)
-        .arg(t.join("stunnel.conf"))
+        .arg(&conf_path)
         .stdin(Stdio::null())
         .output()
         .unwrap();
@@ -928,6 +1536,13 @@ fn stunnel_reload_makes_a_real_stunnel_present_the_new_certificate() {
     wait_until("stunnel to write its pid file", || {
         !read(&pid_file).trim().is_empty()
     });
+    let pid: u32 = read(&pid_file).trim().parse().unwrap();
+    let status = read(Path::new(&format!("/proc/{pid}/status")));
+    assert!(
+        status.contains(&format!("\nUid:\t{}\t", user.uid)),
+        "stunnel did not drop to {}: {status}",
+        user.name
+    );
 
     let mut page = String::new();
     wait_until("a connection through stunnel", || {
@@ -935,18 +1550,99 @@ fn stunnel_reload_makes_a_real_stunnel_present_the_new_certificate() {
         page.contains("CN=instance-gen")
     });
     assert!(page.contains("Subject: CN=instance-gen1"), "{page}");
+    let reloads = || {
+        read(&log)
+            .matches("Reading configuration from file")
+            .count()
+    };
+    assert_eq!(reloads(), 1, "{}", read(&log));
 
-    // eit-certd installs the next generation: current moves, stunnel does not notice yet.
+    let glob = format!("{}/*.pid", run.display());
+    let vars = [("STUNNEL_PID_GLOB", glob.as_str()), ("EIT_SERIAL", "0A1B")];
+    let hook = |vars: &[(&str, &str)]| run_hook_as_in_the_unit("stunnel-reload", vars, &setpriv);
+
+    // 0. stunnel created its `output =` log 0640 as its user: inside the unit's bounding set
+    //    root cannot read it, so nothing could be confirmed; said before any signal. (Made
+    //    readable for the rest, as the hook's message suggests.)
+    assert_eq!(mode_of(&log), 0o640);
+    let out = hook(&vars);
+    let err = stderr(&out);
+    assert_eq!(code(&out), 1, "{err}");
+    assert!(
+        err.contains(&format!("cannot read its log {}", log.display()))
+            && err.contains("remove 'output ='"),
+        "{err}"
+    );
+    assert_eq!(reloads(), 1, "stunnel was signalled: {}", read(&log));
+    fs::set_permissions(&log, fs::Permissions::from_mode(0o644)).unwrap();
+
+    // 1. eit-certd installs the next generation in a directory stunnel's user cannot enter
+    //    (the 0700 of the report): the hook names it and does not signal; stunnel would have
+    //    logged "Failed to reload" and kept the old certificate.
+    let gen2 = out_dir.join("generations/gen2");
+    fs::set_permissions(&gen2, fs::Permissions::from_mode(0o700)).unwrap();
     symlink("generations/gen2", out_dir.join("current.new")).unwrap();
     fs::rename(out_dir.join("current.new"), out_dir.join("current")).unwrap();
+    let out = hook(&vars);
+    let err = stderr(&out);
+    assert_eq!(code(&out), 1, "{err}");
+    assert!(
+        err.contains(&format!("stunnel pid {pid}"))
+            && err.contains(&gen2.display().to_string())
+            && err.contains("not signalling it"),
+        "the message must name the stunnel and the directory it cannot enter: {err}"
+    );
+    assert_eq!(reloads(), 1, "stunnel was signalled: {}", read(&log));
     assert!(through_stunnel(local).contains("Subject: CN=instance-gen1"));
 
-    // Default checks: the pid file must name a live process whose comm is stunnel.
-    let glob = format!("{}/*.pid", t.display());
-    let out = run_hook("stunnel-reload", &[("STUNNEL_PID_GLOB", glob.as_str())]);
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    // 2. Readable: the hook signals, and confirms from stunnel's own log; stunnel presents
+    //    the new certificate.
+    fs::set_permissions(&gen2, fs::Permissions::from_mode(0o755)).unwrap();
+    let out = hook(&vars);
+    let err = stderr(&out);
+    assert_eq!(code(&out), 0, "{err}\nstunnel log:\n{}", read(&log));
+    assert!(
+        err.contains(&format!(
+            "stunnel pid {pid} ({}) reloaded {} and checked 4 file(s) readable as its user: 'Configuration successful', so new connections present the new certificate (serial 0A1B)",
+            pid_file.display(),
+            conf_path.display()
+        )),
+        "{err}"
+    );
+    assert_eq!(reloads(), 2);
     wait_until("stunnel to present the new certificate", || {
         page = through_stunnel(local);
         page.contains("Subject: CN=instance-gen2")
     });
+
+    // 3. The configuration file itself, which stunnel re-reads as its user, made unreadable:
+    //    refused before the signal.
+    fs::set_permissions(&conf_path, fs::Permissions::from_mode(0o600)).unwrap();
+    let out = hook(&vars);
+    let err = stderr(&out);
+    assert_eq!(code(&out), 1, "{err}");
+    assert!(
+        err.contains(&conf_path.display().to_string()) && err.contains("not signalling it"),
+        "{err}"
+    );
+    assert_eq!(reloads(), 2, "stunnel was signalled");
+    fs::set_permissions(&conf_path, fs::Permissions::from_mode(0o644)).unwrap();
+
+    // 4. A reload that fails for a reason no permission check sees (a line stunnel rejects):
+    //    the hook reports stunnel's own verdict and error.
+    fs::write(&conf_path, format!("{conf}this line has no equals sign\n")).unwrap();
+    let out = hook(&vars);
+    let err = stderr(&out);
+    assert_eq!(code(&out), 1, "{err}");
+    assert!(
+        err.contains("its reload FAILED")
+            && err.contains("No '=' found")
+            && err.contains("Failed to reload the configuration file"),
+        "{err}"
+    );
+    assert_eq!(reloads(), 3);
+    assert!(
+        through_stunnel(local).contains("Subject: CN=instance-gen2"),
+        "stunnel must keep the configuration it had"
+    );
 }

@@ -681,6 +681,23 @@ swanctl {{
     }
 }
 
+impl Charon {
+    /// Serials of the end-entity certificates charon holds with their private key (ours).
+    fn own_serials(&self) -> BTreeSet<String> {
+        let out = self.ok(&["--list-certs", "--type", "x509", "--flag", "none"]);
+        out.split("\n  subject:")
+            .skip(1)
+            .filter(|block| block.contains("has private key"))
+            .filter_map(|block| {
+                block
+                    .lines()
+                    .find_map(|l| l.trim().strip_prefix("serial:"))
+                    .map(norm_serial)
+            })
+            .collect()
+    }
+}
+
 impl Drop for Charon {
     fn drop(&mut self) {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
@@ -1234,4 +1251,130 @@ fn ikev2_end_to_end_with_the_installed_certificate_through_a_rotation_and_a_fore
         "swanctl e2e: serials {serial1} -> {serial2} -> foreign {serial3}; done after {:?}",
         started.elapsed()
     );
+}
+
+/// Each rotation's `swanctl --load-creds` hands charon one more certificate, and plain
+/// `--load-creds` never unloads certificates: swanctl-reload clears (`--clear`) so that charon
+/// holds the current set only. Twelve rotations through the daemon's hook against a real
+/// charon keep the count where it was after the first; the opt-out (SWANCTL_CLEAR=0) shows
+/// the growth this prevents.
+#[test]
+fn charon_holds_a_bounded_number_of_certificates_over_rotations() {
+    let p = match prerequisites() {
+        Ok(p) => p,
+        Err(why) => {
+            skipped!("swanctl::charon_holds_a_bounded_number: {why}");
+            return;
+        }
+    };
+    let ns = match Netns::add("c") {
+        Ok(ns) => ns,
+        Err(why) => {
+            skipped!("swanctl::charon_holds_a_bounded_number: {why}");
+            return;
+        }
+    };
+    ns.ip("link set lo up");
+    let emulator = Emulator::start(&[]);
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("instance");
+    fs::create_dir_all(&root).unwrap();
+    let dir = swanctl_dir(&root);
+    fs::copy(
+        emulator.ca_pem(),
+        dir.join("x509ca/type_ibmshare_root_test.crt"),
+    )
+    .unwrap();
+    let hooks = |clear: &str| {
+        format!(
+            "[[hooks]]\nname = \"swanctl-reload\"\ncommand = [\"{}\"]\ntimeout = \"20s\"\n\
+             env = {{ STRONGSWAN_CONF = \"{}\", SWANCTL_DIR = \"{}\", SWANCTL_CLEAR = \"{clear}\" }}\n",
+            hook().display(),
+            root.join("strongswan.conf").display(),
+            dir.display()
+        )
+    };
+    let setup = Setup::new(
+        &emulator,
+        2048,
+        "",
+        &format!("{}{}", swanctl_table(&dir, ""), hooks("1")),
+    );
+    let charon = Charon::start(&p, &ns, &root, &dir);
+    // (all certificates, end-entity serials) that charon holds.
+    let held = || {
+        let all = charon.ok(&["--list-certs"]);
+        let count = all.lines().filter(|l| l.starts_with("  subject:")).count();
+        (count, charon.own_serials())
+    };
+    let rotate = |n: usize| {
+        for _ in 0..n {
+            let o = setup.run(&["renew", "--force"]);
+            assert_exit(&o, 0);
+            assert!(
+                !stderr(&o).contains("hook swanctl-reload failed"),
+                "{}",
+                stderr(&o)
+            );
+        }
+    };
+
+    rotate(1);
+    let (first, _) = held();
+    // The leaf, its intermediate and the root in x509ca.
+    assert_eq!(first, 3, "{}", charon.ok(&["--list-certs"]));
+    for round in 2..=12 {
+        rotate(1);
+        let (count, leaves) = held();
+        assert_eq!(
+            count,
+            first,
+            "after rotation {round} charon holds {count} certificates:\n{}",
+            charon.ok(&["--list-certs"])
+        );
+        assert_eq!(
+            leaves,
+            BTreeSet::from([norm_serial(&current_serial(&setup).unwrap())]),
+            "after rotation {round} charon must hold the installed certificate (with its key) and no other"
+        );
+    }
+
+    // The opt-out: plain --load-creds, one more certificate per rotation.
+    let text = fs::read_to_string(&setup.config).unwrap();
+    fs::write(
+        &setup.config,
+        text.replace("SWANCTL_CLEAR = \"1\"", "SWANCTL_CLEAR = \"0\""),
+    )
+    .unwrap();
+    rotate(3);
+    let (count, _) = held();
+    assert_eq!(count, first + 3, "{}", charon.ok(&["--list-certs"]));
+
+    // A set swanctl cannot read (here: a key file that is gone) is named before anything is
+    // loaded or cleared.
+    let serial = current_serial(&setup).unwrap();
+    let current = setup.current();
+    let missing = current.join("no-such-key.pem");
+    let o = Command::new(hook())
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("EIT_CERTD_BIN", bin())
+        .env("STRONGSWAN_CONF", root.join("strongswan.conf"))
+        .env("SWANCTL_DIR", &dir)
+        .env("EIT_SERIAL", &serial)
+        .env("EIT_KEY_FILE", &missing)
+        .env("EIT_CERT_FILE", current.join("cert.pem"))
+        .env("EIT_CHAIN_FILE", current.join("chain.pem"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("swanctl cannot read a file of the new set")
+            && err.contains(&missing.display().to_string()),
+        "{err}"
+    );
+    assert!(!err.contains("load-creds"), "it loaded anyway: {err}");
+    assert_eq!(held().0, first + 3, "charon's credentials changed");
 }
