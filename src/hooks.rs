@@ -166,11 +166,14 @@ async fn execute(hook: &HookConfig, env: &HookEnv) -> Result<Finished, String> {
     let mut guard = GroupGuard { pgid, armed: true };
     // Read while the hook runs: a hook that writes more than a pipe holds would otherwise
     // block on its output and never finish.
-    let stdout = tokio::spawn(read_bounded(child.stdout.take()));
-    let stderr = tokio::spawn(read_bounded(child.stderr.take()));
+    let (out_buf, err_buf) = (Captured::default(), Captured::default());
+    let stdout = tokio::spawn(read_bounded(child.stdout.take(), out_buf.clone()));
+    let stderr = tokio::spawn(read_bounded(child.stderr.take(), err_buf.clone()));
+    // A reader whose pipe a process outside the hook's group still holds (it called setsid)
+    // would read forever, with its pipe open: aborted when this returns, on every path.
+    let _abort = AbortOnDrop([stdout.abort_handle(), stderr.abort_handle()]);
     let readers = async {
-        let (a, b) = tokio::join!(stdout, stderr);
-        join_output(&a.unwrap_or_default(), &b.unwrap_or_default())
+        let _ = tokio::join!(stdout, stderr);
     };
     tokio::pin!(readers);
 
@@ -201,15 +204,16 @@ async fn execute(hook: &HookConfig, env: &HookEnv) -> Result<Finished, String> {
         signal_group(pgid, Signal::SIGKILL);
     }
     guard.armed = false;
-    let output = match tokio::time::timeout(Duration::from_secs(1), &mut readers).await {
-        Ok(output) => output,
-        Err(_) => {
-            signal_group(pgid, Signal::SIGKILL);
-            tokio::time::timeout(Duration::from_secs(1), &mut readers)
-                .await
-                .unwrap_or_default()
-        }
-    };
+    if tokio::time::timeout(Duration::from_secs(1), &mut readers)
+        .await
+        .is_err()
+    {
+        // What is left of the group dies at once, and with it its ends of the pipes; a pipe
+        // still open after that is held by a process that left the group (setsid).
+        signal_group(pgid, Signal::SIGKILL);
+        let _ = tokio::time::timeout(Duration::from_millis(200), &mut readers).await;
+    }
+    let output = join_output(&out_buf.text(), &err_buf.text());
     Ok(Finished {
         code,
         output,
@@ -237,22 +241,44 @@ fn signal_group(pgid: Option<Pid>, signal: Signal) {
     }
 }
 
-async fn read_bounded<R: tokio::io::AsyncRead + Unpin>(stream: Option<R>) -> String {
+/// What a hook wrote to one stream, at most [`OUTPUT_LIMIT`] bytes; shared with its reader so
+/// that what arrived is kept when the reader is aborted.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Captured {
+    fn text(&self) -> String {
+        let kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        String::from_utf8_lossy(&kept).into_owned()
+    }
+}
+
+/// Aborts the tasks when dropped.
+struct AbortOnDrop<const N: usize>([tokio::task::AbortHandle; N]);
+
+impl<const N: usize> Drop for AbortOnDrop<N> {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+async fn read_bounded<R: tokio::io::AsyncRead + Unpin>(stream: Option<R>, into: Captured) {
     let Some(mut stream) = stream else {
-        return String::new();
+        return;
     };
-    let mut kept = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
         match stream.read(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => {
+                let mut kept = into.0.lock().unwrap_or_else(|e| e.into_inner());
                 let room = OUTPUT_LIMIT.saturating_sub(kept.len());
                 kept.extend_from_slice(&buf[..n.min(room)]);
             }
         }
     }
-    String::from_utf8_lossy(&kept).into_owned()
 }
 
 fn join_output(stdout: &str, stderr: &str) -> String {

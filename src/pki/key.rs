@@ -80,9 +80,11 @@ impl PrivateKey {
         Err(last.unwrap_or_else(|| KeyError::Join("no key generation finished".into())))
     }
 
-    /// Reads a PEM private key (PKCS#8 or PKCS#1), e.g. an installed `key.pem`.
+    /// Reads a PEM private key (PKCS#8 or PKCS#1), e.g. an installed `key.pem`. An encrypted
+    /// key is refused: without a callback OpenSSL would ask for its pass phrase on the
+    /// terminal and block (eit-certd never writes one; one that is there was planted).
     pub fn from_pem(pem: &[u8]) -> Result<PrivateKey, KeyError> {
-        let pkey = PKey::private_key_from_pem(pem).map_err(KeyError::Decode)?;
+        let pkey = PKey::private_key_from_pem_callback(pem, |_| Ok(0)).map_err(KeyError::Decode)?;
         PrivateKey::from_pkey(pkey)
     }
 
@@ -144,6 +146,20 @@ mod tests {
             .nth(1)
             .unwrap();
         assert!(!shown.contains(body));
+    }
+
+    #[test]
+    fn an_encrypted_key_is_refused_without_asking_for_a_pass_phrase() {
+        let k = PrivateKey::generate(2048).unwrap();
+        let encrypted = k
+            .pkey
+            .private_key_to_pem_pkcs8_passphrase(openssl::symm::Cipher::aes_256_cbc(), b"secret")
+            .unwrap();
+        // With a terminal attached, the old call printed "Enter PEM pass phrase:" and waited.
+        assert!(matches!(
+            PrivateKey::from_pem(&encrypted),
+            Err(KeyError::Decode(_))
+        ));
     }
 
     #[test]

@@ -328,3 +328,45 @@ fn loosened_key_modes_are_tightened_by_the_next_renew() {
     assert_exit(&o, 0);
     assert!(!stderr(&o).contains("had mode"), "{}", stderr(&o));
 }
+
+/// An encrypted PEM planted as the installed key: on a terminal, OpenSSL asked for its pass
+/// phrase ("Enter PEM pass phrase:") and `status` and `renew` blocked. Run under a pseudo
+/// terminal (`script`), they must answer without asking.
+#[test]
+fn an_encrypted_key_on_disk_never_asks_for_a_pass_phrase() {
+    if Command::new("script").arg("--version").output().is_err() {
+        skipped!("util-linux `script` is not installed");
+        return;
+    }
+    let emulator = Emulator::start(&[]);
+    let setup = Setup::new(&emulator, 2048, "", "");
+    assert_exit(&setup.run(&["renew"]), 0);
+    let key = setup.current().join("key.pem");
+    let (ok, out) = run_tool(
+        "openssl",
+        &[
+            "pkey",
+            "-in",
+            key.to_str().unwrap(),
+            "-aes256",
+            "-passout",
+            "pass:secret",
+            "-out",
+            setup.tmp.path().join("enc.pem").to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{out}");
+    let real = std::fs::canonicalize(&key).unwrap();
+    std::fs::copy(setup.tmp.path().join("enc.pem"), &real).unwrap();
+    for args in ["status", "renew"] {
+        let line = format!("{} --config {} {args}", bin(), setup.config.display());
+        let o = Command::new("timeout")
+            .args(["30", "script", "-qec", &line, "/dev/null"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let text = format!("{}{}", stdout(&o), stderr(&o));
+        assert_ne!(o.status.code(), Some(124), "`{args}` blocked: {text}");
+        assert!(!text.contains("pass phrase"), "`{args}`: {text}");
+    }
+}

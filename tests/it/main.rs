@@ -18,6 +18,7 @@ mod hostile_inputs;
 mod integrations;
 mod renew;
 mod secrets;
+mod soak;
 mod spare;
 mod swanctl;
 mod trust;
