@@ -49,10 +49,16 @@ pub fn offline(config: &Config) -> Vec<Problem> {
         ));
     }
     if let Some(path) = &config.metadata.ca_file {
-        match std::fs::read(path) {
+        // The reader every other file goes through: a FIFO does not block it and /dev/zero
+        // does not fill memory (`run` already read it this way).
+        match crate::files::read(
+            path,
+            crate::files::Links::Follow,
+            crate::files::limit::CERTIFICATES,
+        ) {
             Err(e) => problems.push(problem(
                 "metadata.ca_file",
-                format!("cannot read {}: {e}", path.display()),
+                e.to_string(),
                 "point it at the PEM CA bundle that signs the metadata service's certificate",
             )),
             Ok(pem)
@@ -203,6 +209,18 @@ pub fn config_file(path: &Path) -> Vec<Problem> {
                 meta.uid()
             ),
             format!("chown root {}", path.display()),
+        ));
+    }
+    // Its directory (and every one above): whoever may rename files there replaces the
+    // config file, whatever the file's own mode.
+    if let Some(bad) = crate::files::unsafe_ancestor(path) {
+        problems.push(problem(
+            "config file",
+            bad.to_string(),
+            format!(
+                "`chown root {0}` and `chmod go-w {0}`, or keep the config elsewhere",
+                bad.dir.display()
+            ),
         ));
     }
     let mode = meta.mode() & 0o7777;

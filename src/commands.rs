@@ -149,9 +149,21 @@ fn init_logging(cli: &Cli) {
         (false, 1) => "debug",
         (false, _) => "trace",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(format!("eit_certd={default},warn"))
     });
+    // The file watch's own crates log every inotify event at trace level: with `RUST_LOG=trace`
+    // and stderr in a watched directory, each line was an event that logged a line (millions
+    // a second, signals unserved). What they say is never needed to run eit-certd; a target
+    // named explicitly in RUST_LOG still wins over these.
+    let explicit = std::env::var("RUST_LOG").unwrap_or_default();
+    for quiet in ["notify", "inotify", "mio"] {
+        if !explicit.contains(quiet) {
+            if let Ok(directive) = format!("{quiet}=info").parse() {
+                filter = filter.add_directive(directive);
+            }
+        }
+    }
     let style = LogStyle::from_env();
     // The demo's numbered steps read cleanly only without log lines between them: its log
     // goes to demo.log in its directory, unless -v asks for it on stderr.

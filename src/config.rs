@@ -212,9 +212,24 @@ impl Default for SwanctlConfig {
 #[serde(try_from = "String")]
 pub struct SwanctlDir(pub PathBuf);
 
+/// The characters a swanctl path may hold: `swanctl-config` writes these paths into
+/// swanctl.conf, where a newline, a brace, a quote or a `#` would end the value and start
+/// settings of the writer's choosing (a second connection with `auth = psk`, say).
+fn swanctl_path_problem(key: &str, s: &str) -> Result<(), String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "._-+/@:,=".contains(c);
+    match s.chars().find(|c| !allowed(*c)) {
+        None => Ok(()),
+        Some(c) => Err(format!(
+            "output.swanctl.{key} {s:?} holds {c:?}: swanctl paths may hold only letters, \
+             digits and . _ - + / @ : , = (they are written into swanctl.conf)"
+        )),
+    }
+}
+
 impl TryFrom<String> for SwanctlDir {
     type Error = String;
     fn try_from(s: String) -> Result<Self, String> {
+        swanctl_path_problem("dir", &s)?;
         let path = PathBuf::from(&s);
         if !path.is_absolute() {
             return Err(format!(
@@ -234,6 +249,8 @@ pub struct SwanctlPath(pub PathBuf);
 impl TryFrom<String> for SwanctlPath {
     type Error = String;
     fn try_from(s: String) -> Result<Self, String> {
+        // Which of key, cert, chain is not known here; serde names the key with the line.
+        swanctl_path_problem("key/cert/chain", &s)?;
         let path = PathBuf::from(&s);
         let inside = !s.is_empty()
             && !s.ends_with('/')

@@ -120,6 +120,111 @@ pub fn open_regular(path: &Path, links: Links) -> Result<File, ReadError> {
     Ok(file)
 }
 
+/// Why a file inside a directory we own cannot be changed through [`open_ours`].
+#[derive(Debug, thiserror::Error)]
+pub enum NotOurs {
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    #[error("{} has {links} hard links; changing it would change another file too", path.display())]
+    HardLinked { path: PathBuf, links: u64 },
+    #[error("{} is owned by uid {uid}, not by eit-certd (uid {me}); check who wrote it", path.display())]
+    Owner { path: PathBuf, uid: u32, me: u32 },
+}
+
+/// The one way to open a file inside a directory we own before writing, chmodding or
+/// wiping it: never through a symlink, only a regular file, with no other hard link (a
+/// planted hard link to `/etc/shadow` would otherwise be zeroed or chmodded), owned by us.
+pub fn open_ours(path: &Path, write: bool) -> Result<File, NotOurs> {
+    use std::os::unix::fs::MetadataExt;
+    let file = if write {
+        OpenOptions::new()
+            .write(true)
+            .custom_flags(
+                nix::libc::O_NOFOLLOW
+                    | nix::libc::O_NONBLOCK
+                    | nix::libc::O_CLOEXEC
+                    | nix::libc::O_NOCTTY,
+            )
+            .open(path)
+            .map_err(|cause| ReadError::Io {
+                path: path.to_path_buf(),
+                cause,
+            })?
+    } else {
+        open_regular(path, Links::Refuse)?
+    };
+    let meta = file.metadata().map_err(|cause| ReadError::Io {
+        path: path.to_path_buf(),
+        cause,
+    })?;
+    if !meta.file_type().is_file() {
+        return Err(NotOurs::Read(ReadError::NotRegular {
+            path: path.to_path_buf(),
+            what: "not a regular file",
+        }));
+    }
+    if meta.nlink() > 1 {
+        return Err(NotOurs::HardLinked {
+            path: path.to_path_buf(),
+            links: meta.nlink(),
+        });
+    }
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != me {
+        return Err(NotOurs::Owner {
+            path: path.to_path_buf(),
+            uid: meta.uid(),
+            me,
+        });
+    }
+    Ok(file)
+}
+
+/// A directory on the way to something we write or trust that someone else could change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{} is {why}: whoever controls it can replace what lies below it", dir.display())]
+pub struct UnsafeAncestor {
+    pub dir: PathBuf,
+    pub why: String,
+}
+
+/// The first directory above `path` (its parent, then up to `/`, after resolving links in
+/// the part that exists) that is owned by neither root nor us, or that its group or everyone
+/// may write without the sticky bit. As OpenSSH's `safe_path` judges it: in a sticky
+/// directory such as /tmp others cannot rename or remove what we own; in a directory they
+/// may write (or own), they can replace `path`'s parent with a link of their choosing.
+pub fn unsafe_ancestor(path: &Path) -> Option<UnsafeAncestor> {
+    use std::os::unix::fs::MetadataExt;
+    let parent = path.parent()?;
+    // The part that exists, resolved: what lies beyond it will be created by us.
+    let existing = parent.ancestors().find(|p| p.exists())?;
+    let real = std::fs::canonicalize(existing).ok()?;
+    let me = nix::unistd::geteuid().as_raw();
+    for dir in real.ancestors() {
+        let Ok(meta) = std::fs::metadata(dir) else {
+            continue;
+        };
+        let mode = meta.mode() & 0o7777;
+        let why = if meta.uid() != 0 && meta.uid() != me {
+            format!("owned by uid {}, neither root nor uid {me}", meta.uid())
+        } else if mode & 0o022 != 0 && mode & 0o1000 == 0 {
+            let who = if mode & 0o002 != 0 {
+                "everyone"
+            } else {
+                "its group"
+            };
+            format!("writable by {who} (mode {mode:o}) and not sticky")
+        } else {
+            continue;
+        };
+        return Some(UnsafeAncestor {
+            dir: dir.to_path_buf(),
+            why,
+        });
+    }
+    None
+}
+
 /// Reads all of `path`, at most `limit` bytes.
 pub fn read(path: &Path, links: Links, limit: u64) -> Result<Vec<u8>, ReadError> {
     let file = open_regular(path, links)?;

@@ -379,13 +379,22 @@ impl KeySource {
     /// Starts preparing the next key and CSR in the background (and persisting them as the
     /// spare), unless keys are reused. A usable spare already on disk is taken as it is.
     pub fn prepare(&mut self, config: &Config, store: &Store) {
+        if !Spare::enabled(config) {
+            // Turned off: a spare left from before is a private key at rest that nothing
+            // will use (and `status` says the spare is off).
+            let spare = Spare::new(store.dir());
+            if std::fs::symlink_metadata(spare.dir()).is_ok() {
+                spare.remove();
+                tracing::info!(dir = %spare.dir().display(), "certificate.spare_key is off: removed the spare key left on disk");
+            }
+        }
         if config.certificate.reuse_key || self.next.is_some() {
             return;
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
         let config = config.clone();
         let spare = Spare::enabled(&config).then(|| Spare::new(store.dir()));
-        let installed = installed_public_key(store);
+        let used = store.used_public_keys();
         let spawned = std::thread::Builder::new()
             .name("eit-keygen".into())
             .spawn(move || {
@@ -395,7 +404,7 @@ impl KeySource {
                     let tid = nix::libc::gettid() as nix::libc::id_t;
                     nix::libc::setpriority(nix::libc::PRIO_PROCESS, tid, 19);
                 }
-                let _ = tx.send(prepare_next(&config, spare.as_ref(), installed.as_deref()));
+                let _ = tx.send(prepare_next(&config, spare.as_ref(), &used));
                 // The last work before a long wait: give back what it took.
                 crate::footprint::trim();
             });
@@ -439,12 +448,11 @@ impl KeySource {
         }
         if Spare::enabled(config) {
             let spare = Spare::new(store.dir());
-            let installed = installed_public_key(store);
+            let used = store.used_public_keys();
             let owned = config.clone();
-            let loaded =
-                tokio::task::spawn_blocking(move || spare.load(&owned, installed.as_deref()))
-                    .await
-                    .map_err(|e| KeyError::Join(e.to_string()))?;
+            let loaded = tokio::task::spawn_blocking(move || spare.load(&owned, &used))
+                .await
+                .map_err(|e| KeyError::Join(e.to_string()))?;
             match loaded {
                 Ok(Some(p)) => {
                     tracing::info!(
@@ -467,10 +475,10 @@ impl KeySource {
 fn prepare_next(
     config: &Config,
     spare: Option<&Spare>,
-    installed: Option<&[u8]>,
+    used: &[Vec<u8>],
 ) -> Result<Prepared, RenewError> {
     if let Some(spare) = spare {
-        match spare.load(config, installed) {
+        match spare.load(config, used) {
             Ok(Some(p)) => {
                 tracing::debug!("the spare on disk is ready");
                 return Ok(p);
@@ -503,12 +511,6 @@ pub fn fingerprint(key: &PrivateKey) -> String {
     key.public_key_der()
         .map(|der| validate::hex_lower(&openssl::sha::sha256(&der)))
         .unwrap_or_default()
-}
-
-/// The installed certificate's public key (DER), so that its key is never taken as a spare.
-/// The certificate alone is read: the key is not needed for this.
-fn installed_public_key(store: &Store) -> Option<Vec<u8>> {
-    store.current_leaf().map(|leaf| leaf.public_key_der)
 }
 
 /// The installed key, when it parses and matches the installed certificate.

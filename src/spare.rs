@@ -17,7 +17,7 @@
 
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -105,6 +105,22 @@ impl Prepared {
         }
         Ok(Some(self))
     }
+}
+
+/// The (attribute, value) pairs of a CSR's subject, as [`subject_pairs`] writes them; an entry
+/// that is not text reads as a value no configured subject holds.
+fn csr_subject(req: &openssl::x509::X509ReqRef) -> Vec<(String, String)> {
+    req.subject_name()
+        .entries()
+        .map(|e| {
+            let attr = e.object().nid().short_name().unwrap_or("?").to_string();
+            let value = e
+                .data()
+                .to_string()
+                .unwrap_or_else(|_| "\u{fffd}".to_string());
+            (attr, value)
+        })
+        .collect()
 }
 
 fn subject_pairs(subject: &Subject) -> Vec<(String, String)> {
@@ -214,10 +230,10 @@ impl Spare {
     pub fn load(
         &self,
         config: &Config,
-        installed_key: Option<&[u8]>,
+        used_keys: &[Vec<u8>],
     ) -> Result<Option<Prepared>, SpareError> {
         let _writing = WRITING.lock().unwrap_or_else(|e| e.into_inner());
-        let result = self.load_checked(config, installed_key);
+        let result = self.load_checked(config, used_keys);
         if result.is_err() {
             self.remove_locked();
         }
@@ -227,7 +243,7 @@ impl Spare {
     fn load_checked(
         &self,
         config: &Config,
-        installed_key: Option<&[u8]>,
+        used_keys: &[Vec<u8>],
     ) -> Result<Option<Prepared>, SpareError> {
         self.check_dir()?;
         let key_path = self.dir.join(KEY);
@@ -242,8 +258,13 @@ impl Spare {
             problem: problem.to_string(),
         };
         let public = key.public_key_der()?;
-        if installed_key == Some(public.as_slice()) {
-            return Err(invalid(KEY, "it is the installed key, already used"));
+        // Any generation's key on disk, not only the installed one: a key is used for one
+        // certificate only.
+        if used_keys.contains(&public) {
+            return Err(invalid(
+                KEY,
+                "it is the key of a certificate already installed, used once",
+            ));
         }
         let csr_pem =
             files::read_to_string(&self.dir.join(CSR), Links::Refuse, limit::CERTIFICATES)?;
@@ -262,6 +283,11 @@ impl Spare {
             serde_json::from_slice(&meta_bytes).map_err(|e| invalid(META, &e.to_string()))?;
         if meta.key_bits != key.bits() {
             return Err(invalid(META, "its key_bits are not the key's"));
+        }
+        // The subject the CSR really asks for, not the one spare.json claims: the certificate
+        // carries the CSR's.
+        if csr_subject(&req) != meta.subject {
+            return Err(invalid(CSR, "its subject is not the one spare.json names"));
         }
         let prepared = Prepared {
             key,
@@ -327,16 +353,12 @@ impl Spare {
             return;
         }
         let key = self.dir.join(KEY);
-        if let Ok(mut f) = fs::OpenOptions::new()
-            .write(true)
-            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
-            .open(&key)
-        {
-            if f.metadata().is_ok_and(|m| m.file_type().is_file()) {
-                let len = f.metadata().map(|m| m.len()).unwrap_or(0) as usize;
-                let _ = f.write_all(&vec![0u8; len]);
-                let _ = f.sync_all();
-            }
+        // Overwritten only when it is ours alone: a planted hard link to another file would
+        // have that file zeroed. Whatever it is, it is unlinked below.
+        if let Ok(mut f) = crate::files::open_ours(&key, true) {
+            let len = f.metadata().map(|m| m.len()).unwrap_or(0) as usize;
+            let _ = f.write_all(&vec![0u8; len]);
+            let _ = f.sync_all();
         }
         // Anything else in there (a planted FIFO, a foreign file) goes too: the directory is
         // ours and a new spare starts from nothing.
@@ -364,6 +386,15 @@ fn read_private(path: &Path) -> Result<zeroize::Zeroizing<Vec<u8>>, SpareError> 
         return Err(SpareError::Unsafe {
             path: path.to_path_buf(),
             problem: format!("mode {:o}, readable by others", meta.mode() & 0o777),
+        });
+    }
+    if meta.nlink() > 1 {
+        return Err(SpareError::Unsafe {
+            path: path.to_path_buf(),
+            problem: format!(
+                "{} hard links: another name reaches the same key",
+                meta.nlink()
+            ),
         });
     }
     Ok(files::read_secret_from(file, path, limit::KEY)?)
@@ -405,14 +436,14 @@ mod tests {
                 .mode();
             assert_eq!(mode & 0o777, 0o600, "{name}");
         }
-        let p = spare.load(&c, None).unwrap().unwrap();
+        let p = spare.load(&c, &[]).unwrap().unwrap();
         assert!(p.on_disk);
         assert_eq!(p.key.public_key_der().unwrap(), public);
         // Loading does not consume it: only an install does.
-        assert!(spare.load(&c, None).unwrap().is_some());
+        assert!(spare.load(&c, &[]).unwrap().is_some());
         spare.remove();
         assert!(!spare.dir().exists());
-        assert!(spare.load(&c, None).unwrap().is_none());
+        assert!(spare.load(&c, &[]).unwrap().is_none());
         assert_eq!(spare.state(&c), SpareState::Absent);
     }
 
@@ -421,7 +452,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let (spare, public) = saved(tmp.path(), &config(2048, "{ C = \"US\" }"));
         let p = spare
-            .load(&config(2048, "{ C = \"DE\", O = \"Acme\" }"), None)
+            .load(&config(2048, "{ C = \"DE\", O = \"Acme\" }"), &[])
             .unwrap()
             .unwrap();
         assert_eq!(p.key.public_key_der().unwrap(), public);
@@ -433,7 +464,7 @@ mod tests {
             .collect();
         assert_eq!(o, ["DE", "Acme"]);
         let e = spare
-            .load(&config(3072, "{ C = \"US\" }"), None)
+            .load(&config(3072, "{ C = \"US\" }"), &[])
             .unwrap_err();
         assert!(e.to_string().contains("key_bits"), "{e}");
         assert!(!spare.dir().exists(), "a refused spare is removed");
@@ -444,8 +475,8 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let c = config(2048, "{ C = \"US\" }");
         let (spare, public) = saved(tmp.path(), &c);
-        let e = spare.load(&c, Some(&public)).unwrap_err();
-        assert!(e.to_string().contains("already used"), "{e}");
+        let e = spare.load(&c, &[public]).unwrap_err();
+        assert!(e.to_string().contains("already installed"), "{e}");
         assert!(!spare.dir().exists());
     }
 
@@ -456,14 +487,14 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let (spare, _) = saved(tmp.path(), &c);
         fs::set_permissions(spare.dir().join(KEY), fs::Permissions::from_mode(0o644)).unwrap();
-        let e = spare.load(&c, None).unwrap_err();
+        let e = spare.load(&c, &[]).unwrap_err();
         assert!(matches!(e, SpareError::Unsafe { .. }), "{e}");
         // A symlink in place of the key.
         let (spare, _) = saved(tmp.path(), &c);
         let elsewhere = tmp.path().join("elsewhere.pem");
         fs::rename(spare.dir().join(KEY), &elsewhere).unwrap();
         std::os::unix::fs::symlink(&elsewhere, spare.dir().join(KEY)).unwrap();
-        let e = spare.load(&c, None).unwrap_err();
+        let e = spare.load(&c, &[]).unwrap_err();
         assert!(
             matches!(e, SpareError::Read(ReadError::Symlink { .. })),
             "{e}"
@@ -474,13 +505,13 @@ mod tests {
         let (other_spare, _) = saved(other.path(), &c);
         let (spare, _) = saved(tmp.path(), &c);
         fs::copy(other_spare.dir().join(CSR), spare.dir().join(CSR)).unwrap();
-        let e = spare.load(&c, None).unwrap_err();
+        let e = spare.load(&c, &[]).unwrap_err();
         assert!(e.to_string().contains("not signed by the spare key"), "{e}");
         // A spare directory open to others.
         let (spare, _) = saved(tmp.path(), &c);
         fs::set_permissions(spare.dir(), fs::Permissions::from_mode(0o755)).unwrap();
         assert!(matches!(
-            spare.load(&c, None).unwrap_err(),
+            spare.load(&c, &[]).unwrap_err(),
             SpareError::Unsafe { .. }
         ));
     }

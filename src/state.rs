@@ -14,6 +14,20 @@ pub const STATE_FILE: &str = "state.json";
 /// Longest error message kept, in characters.
 const ERROR_LIMIT: usize = 2000;
 
+/// Free text read back (errors, hook output) is cut to this many characters.
+const TEXT_LIMIT: usize = 4096;
+/// At most this many hook results are read back (one per configured hook is what we write).
+const HOOK_RESULTS_KEPT: usize = 64;
+
+/// A certificate serial as eit-certd writes it: upper-case hex (RFC 5280 allows 20 octets;
+/// up to 64 are accepted, for CAs that overstep it).
+pub fn is_serial(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b))
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
@@ -108,15 +122,48 @@ impl State {
     }
 
     /// The saved state, or the default when there is none or it cannot be read.
+    ///
+    /// What comes back is input like the service's answers (anyone who could write the file
+    /// chose it): serials that are not hex are dropped (they reach hooks as
+    /// `EIT_PREVIOUS_SERIAL`), and free text is bounded and flattened to one line (it reaches
+    /// `status`, logs and the terminal).
     pub fn load(dir: &Path) -> State {
-        crate::files::read(
+        let state: State = crate::files::read(
             &State::path(dir),
             crate::files::Links::Refuse,
             crate::files::limit::STATE,
         )
         .ok()
         .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-        .unwrap_or_default()
+        .unwrap_or_default();
+        state.sanitized()
+    }
+
+    fn sanitized(mut self) -> State {
+        let text = |s: &str| crate::text::bounded(s, TEXT_LIMIT);
+        let serial = |s: Option<String>| s.filter(|s| is_serial(s));
+        if let Some(a) = self.last_attempt.as_mut() {
+            a.error = a.error.as_deref().map(text);
+            a.serial = serial(a.serial.take());
+        }
+        self.installed_serial = serial(self.installed_serial.take());
+        self.hooks.truncate(HOOK_RESULTS_KEPT);
+        for h in &mut self.hooks {
+            h.name = text(&h.name);
+            h.detail = text(&h.detail);
+            if !is_serial(&h.serial) {
+                h.serial = String::new();
+            }
+        }
+        self.hooks_owed = self.hooks_owed.take().and_then(|mut owed| {
+            // Owed for a serial that cannot be ours: nothing to run.
+            if !is_serial(&owed.serial) {
+                return None;
+            }
+            owed.previous_serial = serial(owed.previous_serial.take());
+            Some(owed)
+        });
+        self
     }
 
     pub fn save(&self, dir: &Path) -> Result<(), StoreError> {

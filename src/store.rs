@@ -226,6 +226,19 @@ impl Store {
     /// and files that a root daemon would then follow, read or overwrite. A directory that
     /// does not exist yet is fine: it is created 0755.
     pub fn check_safe(&self) -> Result<(), StoreError> {
+        // The directories above it too: whoever may rename entries in one of them can swap
+        // `output.dir` for a link to a directory of their choosing between our checks.
+        if let Some(bad) = files::unsafe_ancestor(&self.dir) {
+            return Err(StoreError::UnsafeDir {
+                dir: bad.dir.clone(),
+                problem: bad.why,
+                fix: format!(
+                    "`chown root {0}` and `chmod go-w {0}`, or use an output.dir whose every \
+                     parent only root (or this user) can change",
+                    bad.dir.display()
+                ),
+            });
+        }
         for dir in [self.dir.clone(), self.generations()] {
             if let Some(problem) = unsafe_dir(&dir)? {
                 return Err(problem);
@@ -285,6 +298,24 @@ impl Store {
         )
         .ok()?;
         LeafInfo::from_pem(&cert).ok()
+    }
+
+    /// The public keys (DER) of every generation's certificate on disk, current or not: keys
+    /// that were used once and must never be taken as a spare again.
+    pub fn used_public_keys(&self) -> Vec<Vec<u8>> {
+        self.list_generations()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|id| {
+                let cert = files::read(
+                    &self.generations().join(id).join(CERT_FILE),
+                    Links::Refuse,
+                    files::limit::CERTIFICATES,
+                )
+                .ok()?;
+                LeafInfo::from_pem(&cert).ok().map(|l| l.public_key_der)
+            })
+            .collect()
     }
 
     /// Reads back the current set. `Ok(None)`: nothing installed (or `current` dangles).
@@ -485,12 +516,13 @@ impl Store {
             return notes;
         };
         let want = self.key_mode();
-        let me = nix::unistd::geteuid().as_raw();
         for name in [KEY_FILE, COMBINED_FILE] {
             let path = generation.file(name);
-            let file = match files::open_regular(&path, Links::Refuse) {
+            let file = match files::open_ours(&path, false) {
                 Ok(f) => f,
-                Err(e) if e.is_not_found() => continue,
+                Err(files::NotOurs::Read(e)) if e.is_not_found() => continue,
+                // Not ours (a link, another owner, a hard link to some other file): changing
+                // its mode is not our call.
                 Err(e) => {
                     notes.push(format!(
                         "{e}; left as it is. `eit-certd renew --force` installs a complete set"
@@ -502,15 +534,6 @@ impl Store {
                 continue;
             };
             let mode = meta.mode() & 0o7777;
-            if meta.uid() != me {
-                // Not ours: changing its mode is not our call.
-                notes.push(format!(
-                    "{} is owned by uid {}, not by eit-certd (uid {me}); check who wrote it",
-                    path.display(),
-                    meta.uid()
-                ));
-                continue;
-            }
             if mode != want {
                 match file.set_permissions(fs::Permissions::from_mode(want)) {
                     Ok(()) => notes.push(format!(
@@ -601,7 +624,9 @@ fn is_generation_id(name: &str) -> bool {
     let Some((seq, rest)) = name.split_once('-') else {
         return false;
     };
-    seq.len() >= 6 && seq.bytes().all(|b| b.is_ascii_digit()) && !rest.is_empty()
+    // At most 15 digits: a renewal a second for 30 million years, and never near u64::MAX
+    // (a planted `18446744073709551615-…` made the next id wrap to 0).
+    (6..=15).contains(&seq.len()) && seq.bytes().all(|b| b.is_ascii_digit()) && !rest.is_empty()
 }
 
 /// `000042-20261123T190511Z-3A9F…`: a sequence number first, so ids sort in install order
@@ -618,6 +643,7 @@ fn generation_id(sequence: u64, now: OffsetDateTime, serial_hex: &str) -> String
 /// One more than the highest sequence number among `ids`.
 fn next_sequence(ids: &[String]) -> u64 {
     ids.iter()
+        .filter(|id| is_generation_id(id))
         .filter_map(|id| id.split('-').next()?.parse::<u64>().ok())
         .max()
         .map_or(1, |n| n + 1)
@@ -943,6 +969,17 @@ mod tests {
         store.install(&key, &verified).unwrap();
         assert_eq!(mode(&generations), 0o755);
         assert!(store.repair_modes().is_empty());
+    }
+
+    #[test]
+    fn a_planted_huge_sequence_number_is_not_ours_and_does_not_wrap() {
+        let ids = [
+            "000041-20261123T190511Z-AA".to_string(),
+            format!("{}-20261123T190511Z-BB", u64::MAX),
+            "999999999999999999-x".to_string(),
+        ];
+        assert_eq!(next_sequence(&ids), 42);
+        assert!(!is_generation_id(&ids[1]));
     }
 
     #[test]

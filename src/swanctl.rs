@@ -77,6 +77,11 @@ pub enum SwanctlError {
         path.display()
     )]
     UnsafeParent { path: PathBuf, what: String },
+    #[error(
+        "{0}. eit-certd makes root write links there; give it to root (`chown root` and `chmod \
+         go-w` it), or choose another output.swanctl.dir"
+    )]
+    NotSafe(crate::files::UnsafeAncestor),
     #[error("cannot {action} {}: {cause}", path.display())]
     Io {
         action: &'static str,
@@ -326,7 +331,17 @@ impl Layout {
             Err(e) if e.kind() == ErrorKind::NotFound => Err(SwanctlError::NoDir(self.dir.clone())),
             Err(e) => Err(io("inspect", &self.dir)(e)),
             Ok(m) if !m.is_dir() => Err(SwanctlError::NotADir(self.dir.clone())),
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                // Every directory from each path's own up to `/`: another user who may rename
+                // entries in one of them can swap a subdirectory for a link between our checks
+                // and our writes, and have root replace a file outside swanctl's directory.
+                for role in [Role::Key, Role::Cert, Role::Chain] {
+                    if let Some(bad) = crate::files::unsafe_ancestor(&self.path(role)) {
+                        return Err(SwanctlError::NotSafe(bad));
+                    }
+                }
+                Ok(())
+            }
         }
     }
 
@@ -537,13 +552,16 @@ pub fn check(config: &Config) -> Vec<Problem> {
     };
     let mut problems = Vec::new();
     if let Err(e) = layout.check_dir() {
-        problems.push(problem(
-            "dir",
-            e.to_string(),
-            "apt-get install strongswan-swanctl (dnf install strongswan on RHEL), or set \
-             output.swanctl.dir"
+        let fix = match &e {
+            SwanctlError::NotSafe(bad) => format!(
+                "`chown root {0}` and `chmod go-w {0}`, or set output.swanctl.dir",
+                bad.dir.display()
+            ),
+            _ => "apt-get install strongswan-swanctl (dnf install strongswan on RHEL), or set \
+                  output.swanctl.dir"
                 .into(),
-        ));
+        };
+        problems.push(problem("dir", e.to_string(), fix));
         return problems;
     }
     let mut dirs = vec![layout.dir.clone()];

@@ -257,6 +257,9 @@ struct FileFilter {
     out: PathBuf,
     /// The metrics textfile, which we rewrite after every attempt (it may live in `out`).
     metrics: Option<PathBuf>,
+    /// Our own stderr, when it is a file (someone debugging with `2> log` next to the
+    /// config): every line we log changes it, and it must not count as a change.
+    own_log: Option<PathBuf>,
 }
 
 impl Watch {
@@ -266,6 +269,7 @@ impl Watch {
             certificate: core.config.certificate.clone(),
             out: core.renewer.store().dir().to_path_buf(),
             metrics: core.metrics_path().map(Path::to_path_buf),
+            own_log: own_log_file(),
         };
         Watch {
             _watcher: filter.watch(tx),
@@ -328,7 +332,9 @@ impl FileFilter {
         let config_name = self.config_path.file_name();
         let mut result = (false, false);
         for path in &event.paths {
-            if path.file_name() == config_name
+            if self.own_log.as_deref() == Some(path.as_path()) {
+                // Our own log lines: never a change.
+            } else if path.file_name() == config_name
                 && path
                     .parent()
                     .map(|p| p.ends_with(self.config_path.parent().unwrap_or(Path::new(""))))
@@ -358,6 +364,15 @@ impl FileFilter {
         }
         result
     }
+}
+
+/// The file our stderr writes to, if it is a regular file.
+fn own_log_file() -> Option<PathBuf> {
+    let path = std::fs::read_link("/proc/self/fd/2").ok()?;
+    std::fs::metadata(&path)
+        .ok()
+        .filter(|m| m.is_file())
+        .map(|_| path)
 }
 
 /// What a reload did.

@@ -5,7 +5,19 @@
 
 use std::fmt;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// Service text is cut to this many characters at the wire boundary.
+pub const SERVICE_TEXT_LIMIT: usize = 256;
+
+/// A string the service sends that is only ever shown or logged (a date, an id, a name): made
+/// fit for one log line here, once, where it enters (control characters and line breaks
+/// flattened, at most [`SERVICE_TEXT_LIMIT`] characters), so that no later use can print a
+/// terminal escape, forge a log line or write a 200,000-character one.
+fn service_text<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    Ok(crate::text::bounded(&s, SERVICE_TEXT_LIMIT))
+}
 
 /// Which path family the service is reached through. `identity` is the current one
 /// (`/identity/v1/...`, required from version 2025-08-26 on); `instance_identity` is the older
@@ -46,7 +58,9 @@ pub struct TokenRequest {
 #[derive(Clone, Deserialize, Serialize)]
 pub struct TokenResponse {
     pub access_token: String,
+    #[serde(deserialize_with = "service_text")]
     pub created_at: String,
+    #[serde(deserialize_with = "service_text")]
     pub expires_at: String,
     pub expires_in: u64,
 }
@@ -76,9 +90,12 @@ pub struct CertificateRequest {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct CertificateResponse {
     pub certificates: Vec<String>,
+    #[serde(deserialize_with = "service_text")]
     pub created_at: String,
+    #[serde(deserialize_with = "service_text")]
     pub expires_at: String,
     pub expires_in: u64,
+    #[serde(deserialize_with = "service_text")]
     pub id: String,
 }
 
@@ -151,9 +168,12 @@ impl ErrorBody {
 /// The subset of `GET /metadata/v1/instance` that eit-certd uses.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct Instance {
+    #[serde(deserialize_with = "service_text")]
     pub id: String,
+    #[serde(deserialize_with = "service_text")]
     pub name: String,
     #[serde(default)]
+    #[serde(deserialize_with = "service_text")]
     pub crn: String,
     pub zone: Zone,
     #[serde(flatten)]
@@ -162,6 +182,7 @@ pub struct Instance {
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct Zone {
+    #[serde(deserialize_with = "service_text")]
     pub name: String,
 }
 

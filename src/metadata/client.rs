@@ -242,8 +242,8 @@ pub enum ClientError {
         https: String,
         cause: Box<ClientError>,
     },
-    #[error("{what} to {url}: the service's access_token is not a valid HTTP header value (it holds line breaks, control or non-ASCII characters); refusing to use it", what = Operation::Token.what())]
-    BadToken { url: String },
+    #[error("{what} to {url}: the service's access_token is empty or not a valid HTTP header value (it holds line breaks, control or non-ASCII characters); refusing to use it", what = op.what())]
+    BadToken { op: Operation, url: String },
 }
 
 fn status_hint(status: u16) -> &'static str {
@@ -543,7 +543,10 @@ impl Client {
         // It goes into a header: a token with a line break would otherwise be dropped or
         // replaced on the way and show up as a puzzling 401.
         if !is_header_token(token.expose()) {
-            return Err(ClientError::BadToken { url: url() });
+            return Err(ClientError::BadToken {
+                op: Operation::Token,
+                url: url(),
+            });
         }
         Ok((token, Duration::from_secs(r.expires_in).min(lifetime)))
     }
@@ -615,7 +618,17 @@ impl Client {
             trusted_profile: Some(profile),
         };
         let r: TokenResponse = self.authorized_call(Operation::IamToken, &body).await?;
-        Ok(AccessToken(Zeroizing::new(r.access_token)))
+        let token = AccessToken(Zeroizing::new(r.access_token));
+        // The same rule as the identity token: it is printed for scripts that put it in a
+        // header, and a control character would reach their terminal or their request.
+        if token.expose().is_empty() || !is_header_token(token.expose()) {
+            let base = self.base().await?;
+            return Err(ClientError::BadToken {
+                op: Operation::IamToken,
+                url: self.url(&base, Operation::IamToken),
+            });
+        }
+        Ok(token)
     }
 
     /// `GET /metadata/v1/instance`.

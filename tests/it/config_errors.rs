@@ -63,3 +63,21 @@ fn missing_config_file_says_how_to_create_one() {
     crate::common::assert_exit(&o, 2);
     assert!(crate::common::stderr(&o).contains("/nonexistent/eit-certd.toml"));
 }
+
+/// swanctl paths end up in swanctl.conf (`swanctl-config`): a newline or a brace there added a
+/// whole connection of the writer's choosing, and `check` said OK.
+#[test]
+fn swanctl_paths_that_would_inject_into_swanctl_conf() {
+    check(
+        "[output.swanctl]\ncert = \"x509/a.pem\\n}\\nevil {\\n remote_addrs = 0.0.0.0/0\\n local { auth = psk }\"\n",
+        &["output.swanctl", "holds '\\n'", "swanctl.conf", ":2:"],
+    );
+    check(
+        "[output.swanctl]\ndir = \"/etc/swanctl{\"\n",
+        &["output.swanctl.dir", "holds '{'", ":2:"],
+    );
+    check(
+        "[output.swanctl]\nkey = \"private/a key.pem\"\n",
+        &["holds ' '"],
+    );
+}

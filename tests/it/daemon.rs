@@ -710,3 +710,59 @@ fn ready_is_sent_when_the_set_is_installed_not_after_its_hooks() {
     daemon.signal(Signal::SIGTERM);
     assert_eq!(daemon.wait_exit(Duration::from_secs(30)), Some(0));
 }
+
+/// Someone debugging runs the daemon at `RUST_LOG=trace` with stderr in a file next to the
+/// config (a watched directory). Each log line was an inotify event that logged lines: about
+/// two million lines in 5 s at 95 % CPU, SIGUSR1 unserved for 15 s, SIGTERM ignored. Now
+/// our own log is not an event, the watch's crates do not log per event, and signals are
+/// served.
+#[test]
+fn a_trace_log_next_to_the_config_does_not_feed_the_watch() {
+    let emulator = Emulator::start(&[]);
+    let setup = Setup::new(&emulator, 2048, "", "");
+    let log = setup.config.with_file_name("daemon-trace.log");
+    let child = std::process::Command::new(bin())
+        .arg("--config")
+        .arg(&setup.config)
+        .arg("run")
+        .env("RUST_LOG", "trace")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut daemon = DaemonProc {
+        child,
+        log: log.clone(),
+    };
+    let installs = || {
+        daemon
+            .log_text()
+            .matches("installed a new certificate")
+            .count()
+    };
+    wait_for(Duration::from_secs(60), "the first install", || {
+        (installs() >= 1).then_some(())
+    });
+    let size_after_install = std::fs::metadata(&log).unwrap().len();
+    daemon.signal(Signal::SIGUSR1);
+    wait_for(Duration::from_secs(60), "SIGUSR1 to be served", || {
+        (installs() >= 2).then_some(())
+    });
+    daemon.signal(Signal::SIGTERM);
+    assert_eq!(
+        daemon.wait_exit(Duration::from_secs(30)),
+        Some(0),
+        "SIGTERM unserved"
+    );
+    // A quiet daemon: the log holds what two renewals say (tens of lines at trace level),
+    // not a line per event per line (tens of thousands a second).
+    let text = daemon.log_text();
+    let lines = text.lines().count();
+    assert!(
+        !text.contains("inotify event"),
+        "the watch logs its events: {lines} lines"
+    );
+    assert!(lines < 5_000, "{lines} log lines for two renewals");
+    assert!(std::fs::metadata(&log).unwrap().len() >= size_after_install);
+}

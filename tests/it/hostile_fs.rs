@@ -370,3 +370,78 @@ fn an_encrypted_key_on_disk_never_asks_for_a_pass_phrase() {
         assert!(!text.contains("pass phrase"), "`{args}`: {text}");
     }
 }
+
+/// Directories on the way count (issue: owners on the way were never checked). The parent of
+/// `output.dir` owned by another user: that user could swap `out` for a link and have root
+/// write `.lock`, `state.json` and a private key where they chose. A config file in a
+/// directory everyone may write: anyone could rename another file over it. A sticky
+/// directory such as /tmp stays fine for entries we own.
+#[test]
+fn directories_on_the_way_that_others_control_are_refused() {
+    let emulator = Emulator::start(&[]);
+    let scratch = tempfile::tempdir().unwrap();
+    let theirs = scratch.path().join("theirs");
+    std::fs::create_dir(&theirs).unwrap();
+    nix::unistd::chown(&theirs, Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
+    let setup = setup_with_output(&emulator, &theirs.join("out"));
+    for args in [&["renew"][..], &["check"][..]] {
+        let o = setup.run(args);
+        assert_ne!(o.status.code(), Some(0), "{args:?}");
+        let text = format!("{}{}", stdout(&o), stderr(&o));
+        assert!(
+            text.contains(&format!("{} is owned by uid 65534", theirs.display())),
+            "{args:?}: {text}"
+        );
+    }
+    assert!(!theirs.join("out").exists(), "nothing written below it");
+
+    // The config file's directory.
+    let open_dir = scratch.path().join("open");
+    std::fs::create_dir(&open_dir).unwrap();
+    std::fs::set_permissions(&open_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let config = open_dir.join("config.toml");
+    std::fs::copy(&setup.config, &config).unwrap();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let o = Command::new(bin())
+        .args(["--config", config.to_str().unwrap(), "check"])
+        .output()
+        .unwrap();
+    assert_exit(&o, 2);
+    assert!(
+        stdout(&o).contains(&format!(
+            "config file: {} is writable by everyone (mode 777) and not sticky",
+            open_dir.display()
+        )),
+        "{}",
+        stdout(&o)
+    );
+    // Sticky (as /tmp): others cannot rename over what we own.
+    std::fs::set_permissions(&open_dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let o = Command::new(bin())
+        .args(["--config", config.to_str().unwrap(), "check"])
+        .output()
+        .unwrap();
+    assert!(!stdout(&o).contains("not sticky"), "{}", stdout(&o));
+}
+
+/// A planted generation with sequence u64::MAX made the next id wrap to 0 (and a debug build
+/// panic): it is not one of ours, and the next renewal numbers on from the real ones.
+#[test]
+fn a_planted_generation_with_the_largest_sequence_does_not_wrap_the_next() {
+    let emulator = Emulator::start(&[]);
+    let setup = Setup::new(&emulator, 2048, "", "");
+    assert_exit(&setup.run(&["renew"]), 0);
+    let planted = setup
+        .out
+        .join("generations")
+        .join(format!("{}-20261123T190511Z-BB", u64::MAX));
+    std::fs::create_dir(&planted).unwrap();
+    assert_exit(&setup.run(&["renew", "--force"]), 0);
+    let current = std::fs::read_link(setup.current()).unwrap();
+    assert!(
+        current.to_string_lossy().starts_with("generations/000002-"),
+        "{}",
+        current.display()
+    );
+    assert!(planted.exists(), "not ours to remove");
+}

@@ -739,3 +739,169 @@ kill $HTTP
         "{err}"
     );
 }
+
+/// state.json is read back as input: a planted `hooks_owed.previous_serial` used to reach the
+/// hooks' `EIT_PREVIOUS_SERIAL` verbatim (command substitutions, newlines, a forged
+/// `EIT_SERIAL=` line for a hook that parses `env`); a planted hook result's text reached
+/// `status` raw. Neither does now.
+#[test]
+fn a_planted_state_file_reaches_neither_hooks_nor_the_terminal_raw() {
+    let emulator = Emulator::start(&[]);
+    let scratch = tempfile::tempdir().unwrap();
+    let env_file = scratch.path().join("env");
+    let setup = Setup::new(
+        &emulator,
+        2048,
+        "",
+        &format!(
+            "[[hooks]]\nname = \"dump\"\ncommand = [\"/bin/sh\", \"-c\", \"env > {}\"]\n",
+            env_file.display()
+        ),
+    );
+    assert_exit(&setup.run(&["renew"]), 0);
+    let serial = current_serial(&setup).unwrap();
+    let path = setup.out.join("state.json");
+    let mut state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    state["hooks_owed"] = serde_json::json!({
+        "serial": serial,
+        "previous_serial": "$(touch /tmp/pwned)\nEIT_SERIAL=forged",
+        "names": ["dump"],
+    });
+    state["hooks"][0]["detail"] = serde_json::json!("\u{1b}[2J\u{1b}[31mall good\nINFO forged");
+    std::fs::write(&path, serde_json::to_string(&state).unwrap()).unwrap();
+    std::fs::remove_file(&env_file).unwrap();
+
+    let text = stdout(&setup.run(&["status"]));
+    assert!(!text.contains('\u{1b}'), "{text:?}");
+    assert!(!text.contains("\nINFO forged"), "{text:?}");
+
+    let daemon = DaemonProc::start(&setup);
+    wait_for(Duration::from_secs(30), "the owed hook to run", || {
+        daemon.log_text().contains("hook succeeded").then_some(())
+    });
+    let env = std::fs::read_to_string(&env_file).unwrap();
+    assert!(env.lines().any(|l| l == "EIT_PREVIOUS_SERIAL="), "{env}");
+    assert!(
+        env.lines().any(|l| l == format!("EIT_SERIAL={serial}")),
+        "{env}"
+    );
+    assert!(!env.contains("forged") && !env.contains("pwned"), "{env}");
+}
+
+/// `check` read `metadata.ca_file` with a plain read: a FIFO blocked it, `/dev/zero` filled
+/// memory (`run` already refused both). Now it names the file and answers at once.
+#[test]
+fn check_neither_blocks_on_nor_swallows_a_hostile_ca_file() {
+    let emulator = Emulator::start(&["--tls"]);
+    let scratch = tempfile::tempdir().unwrap();
+    let fifo = scratch.path().join("ca.pem");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    for ca in [fifo.as_path(), std::path::Path::new("/dev/zero")] {
+        let setup = Setup::new(
+            &emulator,
+            2048,
+            &format!("ca_file = \"{}\"\n", ca.display()),
+            "",
+        );
+        let mut child = std::process::Command::new(bin())
+            .args(["--config", setup.config.to_str().unwrap(), "check"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while child.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if child.try_wait().unwrap().is_none() {
+            let _ = child.kill();
+            panic!("check blocked on {}", ca.display());
+        }
+        let o = child.wait_with_output().unwrap();
+        assert_exit(&o, 2);
+        let text = stdout(&o);
+        assert!(
+            text.contains("metadata.ca_file") && text.contains(&ca.display().to_string()),
+            "{text}"
+        );
+    }
+}
+
+/// A key file replaced by a hard link to another file: the mode repair chmodded that file to
+/// 0600 through the link. Hard-linked files are not ours to change.
+#[test]
+fn key_files_replaced_by_hard_links_are_not_chmodded_through() {
+    let emulator = Emulator::start(&[]);
+    let setup = Setup::new(&emulator, 2048, "", "");
+    assert_exit(&setup.run(&["renew"]), 0);
+    let victim = setup.tmp.path().join("victim");
+    std::fs::write(&victim, "x").unwrap();
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let planted = setup.current().join("combined.pem");
+    std::fs::remove_file(&planted).unwrap();
+    std::fs::hard_link(&victim, &planted).unwrap();
+    let o = setup.run(&["renew"]);
+    assert_eq!(mode(&victim), 0o644, "{}", stderr(&o));
+    assert!(stderr(&o).contains("hard links"), "{}", stderr(&o));
+}
+
+/// What the service says goes into logs and onto terminals bounded and on one line, for every
+/// endpoint: `expires_at` of a sound certificate answer was logged verbatim (terminal escapes,
+/// a forged `INFO` line, 200,000 characters); `instance` printed the service's control
+/// characters; an IAM token was not held to the visible-ASCII rule the identity token is.
+#[test]
+fn service_text_reaches_logs_and_terminals_bounded_and_flat() {
+    let emulator = Emulator::start(&["--fault", "hostile-text"]);
+    let setup = Setup::new(&emulator, 2048, "", "");
+    let o = setup.run_with_env(&["renew"], &[("RUST_LOG", "eit_certd=debug")]);
+    assert_exit(&o, 0);
+    let log = stderr(&o);
+    assert!(
+        !log.contains('\u{1b}') && !log.contains('\u{7}'),
+        "{log:.2000}"
+    );
+    assert!(
+        !log.lines().any(|l| l.starts_with("INFO eit_certd: forged")),
+        "a forged line: {log:.2000}"
+    );
+    let longest = log.lines().map(str::len).max().unwrap_or(0);
+    assert!(longest < 4096, "a log line of {longest} characters");
+    assert!(log.contains("installed a new certificate"), "{log:.2000}");
+
+    // `instance` and `iam-token` against a service that answers with control characters.
+    let instance = r#"{"id":"0717_\u001b[2Jx","name":"web\nINFO forged","crn":"crn:v1","zone":{"name":"us-south-1\u0007"}}"#;
+    let server = CannedServer::start(vec![
+        ("/identity/v1/token", 200, token_json("tok3n", "300")),
+        ("/metadata/v1/instance", 200, instance.to_string()),
+        (
+            "/identity/v1/iam_token",
+            200,
+            token_json("iam\u{1b}[31mtoken", "300"),
+        ),
+    ]);
+    let setup = Setup::for_url(&server.url, 2048, "", "");
+    for args in [&["instance"][..], &["instance", "--json"]] {
+        let o = setup.run(args);
+        assert_exit(&o, 0);
+        let text = stdout(&o);
+        assert!(
+            !text.contains('\u{1b}') && !text.contains('\u{7}'),
+            "{args:?}: {text:?}"
+        );
+        assert!(!text.contains("\nINFO forged"), "{args:?}: {text:?}");
+    }
+    let o = setup.run(&[
+        "iam-token",
+        "--profile-id",
+        "Profile-8dd84246-7df4-4667-94e4-8cede51d5ac5",
+    ]);
+    assert_exit(&o, 1);
+    assert!(stdout(&o).is_empty(), "{:?}", stdout(&o));
+    assert!(
+        stderr(&o).contains("not a valid HTTP header value"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!stderr(&o).contains('\u{1b}'));
+}

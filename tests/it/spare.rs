@@ -305,3 +305,129 @@ fn spare_key_false_keeps_no_key_at_rest() {
     );
     let _ = Path::new("");
 }
+
+/// A spare whose spare.json names the configured subject but whose CSR asks for another: the
+/// certificate carried the planted subject. The CSR's own subject decides now.
+#[test]
+fn a_spare_whose_csr_asks_for_another_subject_than_it_claims_is_refused() {
+    refused_after(
+        |s| {
+            let dir = s.out.join("spare");
+            let (ok, out) = run_tool(
+                "openssl",
+                &[
+                    "req",
+                    "-new",
+                    "-key",
+                    dir.join("key.pem").to_str().unwrap(),
+                    "-subj",
+                    "/C=XX/O=Planted Org",
+                    "-out",
+                    dir.join("csr.pem").to_str().unwrap(),
+                ],
+            );
+            assert!(ok, "{out}");
+        },
+        "its subject is not the one spare.json names",
+    );
+}
+
+/// A spare holding the key of an older generation still on disk: one key, two certificates.
+/// Every generation's key counts as used, not only the installed one's.
+#[test]
+fn a_spare_holding_an_older_generations_key_is_refused() {
+    refused_after(
+        |s| {
+            let dir = s.out.join("spare");
+            let old = s.out.join("generations/000000-20200101T000000Z-0LD");
+            std::fs::create_dir(&old).unwrap();
+            let key = s.tmp.path().join("old-key.pem");
+            let (ok, out) = run_tool(
+                "openssl",
+                &[
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-subj",
+                    "/CN=old",
+                    "-keyout",
+                    key.to_str().unwrap(),
+                    "-out",
+                    old.join("cert.pem").to_str().unwrap(),
+                ],
+            );
+            assert!(ok, "{out}");
+            std::fs::copy(&key, dir.join("key.pem")).unwrap();
+            std::fs::set_permissions(dir.join("key.pem"), std::fs::Permissions::from_mode(0o600))
+                .unwrap();
+            let (ok, out) = run_tool(
+                "openssl",
+                &[
+                    "req",
+                    "-new",
+                    "-key",
+                    dir.join("key.pem").to_str().unwrap(),
+                    "-subj",
+                    "/C=US/O=eit-certd tests",
+                    "-out",
+                    dir.join("csr.pem").to_str().unwrap(),
+                ],
+            );
+            assert!(ok, "{out}");
+        },
+        "the key of a certificate already installed",
+    );
+}
+
+/// A spare key.pem that is a hard link to another file: the discard overwrote that file with
+/// zeros. A hard-linked spare is refused and unlinked, never overwritten.
+#[test]
+fn a_hard_linked_spare_is_refused_and_its_other_name_left_intact() {
+    let victim = std::sync::Mutex::new(None);
+    // Outside the setup, which is gone when refused_after returns.
+    let outside = tempfile::tempdir().unwrap();
+    refused_after(
+        |s| {
+            let other = outside.path().join("other-name.pem");
+            std::fs::hard_link(s.out.join("spare/key.pem"), &other).unwrap();
+            *victim.lock().unwrap() = Some((other.clone(), std::fs::read(&other).unwrap()));
+        },
+        "hard links",
+    );
+    let (path, before) = victim.lock().unwrap().take().unwrap();
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        before,
+        "the other name was overwritten"
+    );
+}
+
+/// `spare_key = false` on a machine that had a spare: it is removed (it stayed on disk forever
+/// while `status` said the spare was off).
+#[test]
+fn turning_the_spare_off_removes_the_one_on_disk() {
+    let emulator = Emulator::start(&[]);
+    let setup = Setup::new(&emulator, 2048, "", "");
+    set_min_interval(&setup, "1h");
+    let daemon = DaemonProc::start(&setup);
+    wait_for(Duration::from_secs(60), "the spare on disk", || {
+        spare_pubkey(&setup)
+    });
+    drop(daemon);
+    let text = std::fs::read_to_string(&setup.config).unwrap();
+    std::fs::write(
+        &setup.config,
+        text.replace("min_interval = ", "spare_key = false\nmin_interval = "),
+    )
+    .unwrap();
+    let daemon = DaemonProc::start(&setup);
+    wait_for(Duration::from_secs(60), "the spare to go", || {
+        daemon
+            .log_text()
+            .contains("removed the spare key left on disk")
+            .then_some(())
+    });
+    assert!(!setup.out.join("spare").exists());
+}

@@ -1378,3 +1378,40 @@ fn charon_holds_a_bounded_number_of_certificates_over_rotations() {
     assert!(!err.contains("load-creds"), "it loaded anyway: {err}");
     assert_eq!(held().0, first + 3, "charon's credentials changed");
 }
+
+/// A swanctl directory (or a subdirectory) that another user owns: that user, swapping `x509`
+/// for a symlink in a rename loop, made root replace a file outside swanctl's directory
+/// (links are made by path after checks). `check` passed it; now `check` flags it and a
+/// renewal refuses before anything is requested.
+#[test]
+fn a_swanctl_directory_another_user_controls_is_refused_before_the_request() {
+    let emulator = Emulator::start(&[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = swanctl_dir(tmp.path());
+    let setup = Setup::new(&emulator, 2048, "", &swanctl_table(&dir, ""));
+    for owned in [dir.clone(), dir.join("x509")] {
+        nix::unistd::chown(&owned, Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
+        let o = setup.run(&["check"]);
+        assert_exit(&o, 2);
+        assert!(
+            stdout(&o).contains("problem: output.swanctl.dir:")
+                && stdout(&o).contains(&format!("{} is owned by uid 65534", owned.display())),
+            "{}",
+            stdout(&o)
+        );
+        let o = setup.run(&["renew"]);
+        assert_exit(&o, 2);
+        assert!(
+            stderr(&o).contains(&format!("{} is owned by uid 65534", owned.display())),
+            "{}",
+            stderr(&o)
+        );
+        assert_eq!(
+            certificate_requests(&emulator),
+            0,
+            "refused before the request"
+        );
+        nix::unistd::chown(&owned, Some(nix::unistd::Uid::from_raw(0)), None).unwrap();
+    }
+    assert_exit(&setup.run(&["check"]), 0);
+}

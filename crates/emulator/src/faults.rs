@@ -70,6 +70,9 @@ pub enum Fault {
     WrongOrder,
     /// Certificate calls: the documented sample response, verbatim (its chain expired in 2022).
     DocSample,
+    /// Certificate calls: a sound set, but `expires_at`, `created_at` and `id` hold terminal
+    /// escapes, a line break with a forged log line, and 200,000 characters.
+    HostileText,
 }
 
 /// How long `slow` holds every answer back: longer than any sane client timeout.
@@ -116,6 +119,7 @@ impl Fault {
         Fault::Huge,
         Fault::WrongOrder,
         Fault::DocSample,
+        Fault::HostileText,
     ];
 
     /// The name used on the command line and in `PUT /emulator/v1/fault`.
@@ -141,6 +145,7 @@ impl Fault {
             Fault::Huge => "huge",
             Fault::WrongOrder => "wrong-order",
             Fault::DocSample => "doc-sample",
+            Fault::HostileText => "hostile-text",
         }
     }
 
@@ -181,6 +186,9 @@ impl Fault {
             Fault::DocSample => {
                 "certificate calls return the documented sample response verbatim (expired)"
             }
+            Fault::HostileText => {
+                "certificate calls: a sound set; expires_at, id hold escapes, a forged line, 200 kB"
+            }
         }
     }
 
@@ -206,7 +214,8 @@ impl Fault {
             | Fault::Truncated
             | Fault::Huge
             | Fault::WrongOrder
-            | Fault::DocSample => Scope::CertificateCall,
+            | Fault::DocSample
+            | Fault::HostileText => Scope::CertificateCall,
         }
     }
 
@@ -347,13 +356,13 @@ mod tests {
             err.starts_with("unknown fault mode \"explode\"; valid modes: ok, status-503, "),
             "{err}"
         );
-        assert!(err.ends_with(", wrong-order, doc-sample"), "{err}");
+        assert!(err.ends_with(", doc-sample, hostile-text"), "{err}");
     }
 
     #[test]
     fn every_mode_is_listed_once_with_a_unique_name() {
         let mut names: Vec<&str> = Fault::ALL.iter().map(|f| f.name()).collect();
-        assert_eq!(names.len(), 20);
+        assert_eq!(names.len(), 21);
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), Fault::ALL.len());

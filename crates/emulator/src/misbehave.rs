@@ -271,6 +271,18 @@ pub(crate) fn certificates(fault: Fault, leaf: String, intermediate: String) -> 
     }
 }
 
+/// `hostile-text`: the set stays sound; the text fields a client only shows or logs carry
+/// what must never reach a terminal or a log raw.
+pub(crate) fn hostile_text(issued: &mut CertificateResponse) {
+    issued.expires_at = format!(
+        "{}\u{1b}[2J\u{1b}[31m\nINFO eit_certd: forged line\r\n{}",
+        issued.expires_at,
+        "x".repeat(200_000)
+    );
+    issued.created_at = "\u{1b}]0;title\u{7}\u{0}".to_string();
+    issued.id = format!("{}\n{}", issued.id, "y".repeat(200_000));
+}
+
 /// The 201 answer for an issued set: the JSON, or for `truncated` its first half.
 pub(crate) fn issued_answer(fault: Fault, issued: &CertificateResponse) -> Response {
     let json = match serde_json::to_vec(issued) {

@@ -365,7 +365,7 @@ fn issue_certificate(
         Fault::ShortLived => (now, now + tokens::seconds(lifetime)),
         _ => (leaf.not_before, leaf.not_after),
     };
-    let issued = CertificateResponse {
+    let mut issued = CertificateResponse {
         certificates: misbehave::certificates(
             fault,
             leaf.pem,
@@ -376,6 +376,9 @@ fn issue_certificate(
         expires_in: lifetime,
         id,
     };
+    if fault == Fault::HostileText {
+        misbehave::hostile_text(&mut issued);
+    }
     Ok(misbehave::issued_answer(fault, &issued))
 }
 
