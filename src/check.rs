@@ -89,6 +89,46 @@ pub fn offline(config: &Config) -> Vec<Problem> {
             "point it at the PEM CA certificates (a file or a directory) the chain must end at",
         ));
     }
+    problems.extend(hook_programs(config));
+    if let Some(metrics) = &config.output.metrics_file {
+        let dir = metrics.0.parent().unwrap_or(Path::new("/"));
+        if !dir.is_dir() {
+            problems.push(problem(
+                "output.metrics_file",
+                format!(
+                    "{} does not exist, so the metrics file can never be written",
+                    dir.display()
+                ),
+                "install prometheus-node-exporter (its textfile directory is \
+                 /var/lib/prometheus/node-exporter), or point metrics_file at an existing directory",
+            ));
+        }
+    }
+    check_installed_modes(config, &mut problems);
+    problems.extend(crate::swanctl::check(config));
+    if let Some(sandbox) = crate::sandbox::Sandbox::installed() {
+        problems.extend(unit_may_write(config, &sandbox));
+    }
+    // A running consumer that cannot read the set fails at its next reload, whatever the
+    // hook says (only processes that run now are known; the serial is not `check`'s business).
+    for consumer in crate::consumers::survey(config, None) {
+        for p in &consumer.processes {
+            if let (Some(what), Some(fix)) = (&p.problem, &p.fix) {
+                problems.push(problem(
+                    format!("hooks.{}", consumer.hook),
+                    format!("{} {what}", consumer.kind.name()),
+                    fix.as_str(),
+                ));
+            }
+        }
+    }
+    problems
+}
+
+/// The hook programs: absolute paths to executable files. `run` refuses to start with a
+/// problem here (`check` reports it): a hook that cannot run fails at every install.
+pub fn hook_programs(config: &Config) -> Vec<Problem> {
+    let mut problems = Vec::new();
     for hook in &config.hooks {
         let program = Path::new(&hook.command.0[0]);
         let key = format!("hooks.{}.command", hook.name);
@@ -112,24 +152,6 @@ pub fn offline(config: &Config) -> Vec<Problem> {
                 format!("chmod +x {}", program.display()),
             )),
             Ok(_) => {}
-        }
-    }
-    check_installed_modes(config, &mut problems);
-    problems.extend(crate::swanctl::check(config));
-    if let Some(sandbox) = crate::sandbox::Sandbox::installed() {
-        problems.extend(unit_may_write(config, &sandbox));
-    }
-    // A running consumer that cannot read the set fails at its next reload, whatever the
-    // hook says (only processes that run now are known; the serial is not `check`'s business).
-    for consumer in crate::consumers::survey(config, None) {
-        for p in &consumer.processes {
-            if let (Some(what), Some(fix)) = (&p.problem, &p.fix) {
-                problems.push(problem(
-                    format!("hooks.{}", consumer.hook),
-                    format!("{} {what}", consumer.kind.name()),
-                    fix.as_str(),
-                ));
-            }
         }
     }
     problems

@@ -55,8 +55,10 @@ pub enum Command {
     /// Renew once now, then exit. Without --force, does nothing while the installed set is
     /// valid and not yet due.
     Renew(RenewArgs),
-    /// Show the installed certificate, the last attempt and the next renewal.
-    /// Exit 0 valid, 1 renewal due, 3 expired or missing.
+    /// Show the installed certificate, its health, whether a daemon runs, the last attempt
+    /// and the next renewal. Exit 0 valid, 1 renewal due or degraded, 2 the config does not
+    /// load, 3 expired, missing or broken (--monitoring-plugin: 0/1/2/3 OK/WARNING/CRITICAL/
+    /// UNKNOWN).
     Status(StatusArgs),
     /// Check the configuration: keys, paths, permissions, hook programs; with --online also
     /// fetch a token and do a certificate round trip without installing anything.
@@ -118,7 +120,7 @@ pub struct CheckArgs {
 
 #[derive(Debug, Args)]
 pub struct InitArgs {
-    /// Where to write it (default: the --config path).
+    /// Where to write it (default: the --config path); `-` for standard output.
     #[arg(long)]
     pub output: Option<PathBuf>,
 }
@@ -151,18 +153,23 @@ pub struct InstanceArgs {
 #[derive(Debug, Args)]
 pub struct StunnelConfigArgs {
     /// The share's mount target and stunnel port on the file server, e.g. 10.240.64.5:20049.
+    /// An IP address is checked against the server's certificate (stunnel `checkIP`), a
+    /// name with `checkHost`.
     #[arg(long)]
     pub connect: String,
     /// Local address NFS mounts through.
     #[arg(long, default_value = "127.0.0.1:20049")]
     pub accept: String,
-    /// CA bundle that verifies the file server (stunnel `CAfile`).
-    #[arg(long, default_value = "/etc/ssl/certs/ca-certificates.crt")]
+    /// CA bundle that verifies the file server (stunnel `CAfile`). The default system bundle
+    /// trusts every public CA; name the CA that signs the File Storage mount targets'
+    /// certificates instead, e.g. /etc/stunnel/file-storage-ca.pem.
+    #[arg(long, default_value = crate::stunnel::SYSTEM_CA_BUNDLE)]
     pub ca_file: PathBuf,
-    /// Host name to check in the server's certificate (stunnel `checkHost`).
+    /// Name the server's certificate must carry (stunnel `checkHost`), instead of the
+    /// --connect host or address.
     #[arg(long)]
     pub check_host: Option<String>,
-    /// Service section name.
+    /// Service section name; also names the pid file, /run/stunnel4/NAME.pid.
     #[arg(long, default_value = "eit-nfs")]
     pub name: String,
 }
@@ -198,9 +205,14 @@ pub struct CompletionsArgs {
 
 #[derive(Debug, Args)]
 pub struct RenewArgs {
-    /// Renew even if the installed certificate is valid and not yet due.
+    /// Renew even if the installed certificate is valid and not yet due. With a daemon
+    /// running, asks it to renew now (SIGUSR1) and waits for its result.
     #[arg(long)]
     pub force: bool,
+    /// The whole pipeline (token, key, CSR, certificate request, validation) without the
+    /// install: nothing is written (as `check --online`).
+    #[arg(long, conflicts_with = "force")]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]
@@ -208,6 +220,10 @@ pub struct StatusArgs {
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
+    /// Exit with the monitoring-plugin convention (Nagios, Icinga, Sensu): 0 OK, 1 WARNING
+    /// (renewal due, degraded), 2 CRITICAL (expired, missing, broken), 3 UNKNOWN.
+    #[arg(long)]
+    pub monitoring_plugin: bool,
 }
 
 #[cfg(feature = "emulator")]

@@ -242,9 +242,21 @@ async fn run_daemon(config_path: &Path, args: &RunArgs) -> Outcome {
 async fn renew(config_path: &Path, args: &RenewArgs) -> Outcome {
     let config = load_config(config_path)?;
     crate::check::warn_about_config_file(config_path);
+    if args.dry_run {
+        // certbot's spelling of `check --online`: the pipeline, nothing installed.
+        let report = crate::check::online(&config).await.map_err(failed)?;
+        out!("{report}");
+        return Ok(0);
+    }
     let store = open_store(&config)?;
     store.check_safe().map_err(usage)?;
-    let _lock = DirLock::acquire(store.dir()).map_err(failed)?;
+    let _lock = match DirLock::acquire(store.dir()) {
+        Ok(lock) => lock,
+        Err(crate::lock::LockError::Held {
+            holder: Some(pid), ..
+        }) if args.force => return renew_through_daemon(&store, pid).await,
+        Err(e) => return Err(failed(e)),
+    };
     for note in store.repair_modes() {
         tracing::warn!("{note}");
     }
@@ -284,15 +296,98 @@ async fn renew(config_path: &Path, args: &RenewArgs) -> Outcome {
     let renewer = Renewer::new(config, client, store).map_err(usage)?;
     let outcome = renew_with_state(&renewer).await?;
     print_renewed(&outcome.renewed);
-    for hook in outcome.hooks.iter().filter(|h| !h.ok) {
+    let failed_hooks: Vec<_> = outcome.hooks.iter().filter(|h| !h.ok).collect();
+    for hook in &failed_hooks {
         let _ = writeln!(
             std::io::stderr(),
-            "eit-certd: warning: hook {} failed (the new certificate is installed): {}",
+            "eit-certd: hook {} failed (the new certificate is installed, but that consumer \
+             may not use it): {}",
             hook.name,
             hook.detail
         );
     }
-    Ok(0)
+    // Installed, but a consumer may still present the old certificate: not a success for a
+    // script that mounts next.
+    Ok(if failed_hooks.is_empty() { 0 } else { 1 })
+}
+
+/// `renew --force` while a daemon holds the lock: the daemon renews (SIGUSR1, as `systemctl
+/// kill -s USR1 eit-certd`), and this waits for the attempt it records in state.json.
+async fn renew_through_daemon(store: &Store, pid: u32) -> Outcome {
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    if !comm.trim().starts_with("eit-certd") {
+        return Err(failed(anyhow::anyhow!(
+            "{} is locked by pid {pid}, which is not eit-certd ({}); not signalling it",
+            store.dir().display(),
+            comm.trim()
+        )));
+    }
+    let before = State::load(store.dir()).last_attempt.map(|a| a.at);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGUSR1,
+    )
+    .map_err(|e| {
+        failed(anyhow::anyhow!(
+            "cannot ask the daemon (pid {pid}) to renew: {e}"
+        ))
+    })?;
+    let _ = writeln!(
+        std::io::stderr(),
+        "eit-certd: the daemon (pid {pid}) holds {}; asked it to renew now, waiting for its result",
+        store.dir().display()
+    );
+    // Its attempt, hooks included, is bounded by the request timeout and the hooks' timeouts;
+    // an hour covers any configuration, and a daemon that dies meanwhile is noticed.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3600);
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let state = State::load(store.dir());
+        let done = state.last_attempt.as_ref().filter(|a| Some(a.at) != before);
+        // A success is recorded before its hooks run: wait until each hook owed for the new
+        // serial has a result for it (a failed one with `retry` stays owed, with a result).
+        let hooks_running = |serial: &Option<String>| {
+            state.hooks_owed.as_ref().is_some_and(|owed| {
+                Some(&owed.serial) == serial.as_ref()
+                    && owed.names.iter().any(|n| {
+                        n != crate::state::SWANCTL_LINKS
+                            && !state
+                                .hooks
+                                .iter()
+                                .any(|h| &h.name == n && Some(&h.serial) == serial.as_ref())
+                    })
+            })
+        };
+        if let Some(attempt) = done.filter(|a| a.error.is_some() || !hooks_running(&a.serial)) {
+            if let Some(error) = &attempt.error {
+                return Err(failed(anyhow::anyhow!(
+                    "the daemon's renewal failed: {error}"
+                )));
+            }
+            let serial = attempt.serial.clone().unwrap_or_default();
+            out!("installed serial {serial} (renewed by the daemon, pid {pid})");
+            let failed_hooks: Vec<_> = state
+                .hooks
+                .iter()
+                .filter(|h| h.serial == serial && !h.ok)
+                .collect();
+            for hook in &failed_hooks {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "eit-certd: hook {} failed (the new certificate is installed): {}",
+                    hook.name,
+                    hook.detail
+                );
+            }
+            return Ok(if failed_hooks.is_empty() { 0 } else { 1 });
+        }
+        if tokio::time::Instant::now() > deadline || !Path::new(&format!("/proc/{pid}")).exists() {
+            return Err(failed(anyhow::anyhow!(
+                "the daemon (pid {pid}) did not record a renewal; see its log (journalctl -u \
+                 eit-certd)"
+            )));
+        }
+    }
 }
 
 /// One attempt with a fresh key and the hooks, recorded in `state.json` (and the metrics file)
@@ -340,22 +435,45 @@ fn print_renewed(r: &Renewed) {
 }
 
 fn show_status(config_path: &Path, args: &StatusArgs) -> Outcome {
-    let config = load_config(config_path)?;
-    let store = open_store(&config)?;
+    // A config that does not load (a typo saved into it) must not hide the installed set: the
+    // report is made with the defaults, says so, and the exit code says the config is broken.
+    let (config, config_problem) = match load_config(config_path) {
+        Ok(c) => (c, None),
+        Err(Failure { error, .. }) if config_path.exists() => (
+            Config::parse("", config_path).map_err(usage)?,
+            Some(render(&error)),
+        ),
+        Err(f) => return Err(f),
+    };
+    let store = match open_store(&config) {
+        Ok(s) => s,
+        Err(f) if args.monitoring_plugin => {
+            out!("UNKNOWN: {}", render(&f.error));
+            return Ok(3);
+        }
+        Err(f) => return Err(f),
+    };
     let now = OffsetDateTime::now_utc();
     let mut report = status::gather(&store, &Policy::from(&config.certificate), now);
+    report.daemon = Some(crate::lock::holder(store.dir()));
     report.swanctl = crate::swanctl::Layout::from_config(&config).map(|l| l.status());
     report.set_ca(&store, &config.certificate, now);
     report.spare = Some(crate::spare::Spare::new(store.dir()).state(&config));
     let serial = report.installed.as_ref().map(|i| i.serial.clone());
     report.consumers = crate::consumers::survey(&config, serial.as_deref());
+    report.assess(config_problem.as_deref());
     if args.json {
         let json = serde_json::to_string_pretty(&report).map_err(failed)?;
         out!("{json}");
     } else {
         out_raw!("{}", report.render_text(now));
     }
-    Ok(report.health.exit_code())
+    Ok(match (args.monitoring_plugin, &config_problem) {
+        (true, Some(_)) => 2,
+        (true, None) => report.plugin_exit_code(),
+        (false, Some(_)) => 2,
+        (false, None) => report.health.exit_code(),
+    })
 }
 
 /// For the metadata commands, which are useful before anything is configured: a missing file
@@ -392,6 +510,11 @@ async fn check(config_path: &Path, args: &CheckArgs) -> Outcome {
 
 fn init(path: &Path) -> Outcome {
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+    // `-` is standard output, as for every other Unix tool (it wrote a file named "-").
+    if path == Path::new("-") {
+        out_raw!("{}", crate::config::EXAMPLE);
+        return Ok(0);
+    }
     // A fresh machine has no /etc/eit-certd/: the missing-config error sends people here.
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::DirBuilder::new()

@@ -40,6 +40,48 @@ fn lock_hint(e: &std::io::Error) -> &'static str {
     }
 }
 
+/// Who holds an output directory's lock, as `status` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum Holder {
+    /// A process holds the lock: a daemon (or a one-shot `renew` just now).
+    Held { pid: u32 },
+    /// Nobody holds it: nothing will renew until a daemon runs.
+    Free,
+    /// No lock file yet: nothing has ever run here.
+    NoLockFile,
+}
+
+/// Who holds `dir`'s lock, found in the kernel's table of locks (`/proc/locks`) by the lock
+/// file's device and inode: taking the lock to test it would race a daemon starting, and
+/// a pid written into the file may be stale (a daemon that was killed).
+pub fn holder(dir: &Path) -> Holder {
+    let Ok(meta) = std::fs::symlink_metadata(dir.join(LOCK_FILE)) else {
+        return Holder::NoLockFile;
+    };
+    let dev = meta.dev();
+    let (major, minor) = (nix::sys::stat::major(dev), nix::sys::stat::minor(dev));
+    let want = format!("{major:02x}:{minor:02x}:{}", meta.ino());
+    let locks = std::fs::read_to_string("/proc/locks").unwrap_or_default();
+    locks
+        .lines()
+        .filter_map(|line| {
+            // "1: FLOCK  ADVISORY  WRITE 1234 fe:00:5578896 0 EOF"
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (kind, access, pid, id) = (
+                fields.get(1)?,
+                fields.get(3)?,
+                fields.get(4)?,
+                fields.get(5)?,
+            );
+            (*kind == "FLOCK" && *access == "WRITE" && *id == want)
+                .then(|| pid.parse().ok())
+                .flatten()
+        })
+        .next()
+        .map_or(Holder::Free, |pid| Holder::Held { pid })
+}
+
 /// Released when dropped (the kernel drops the flock with the descriptor).
 #[derive(Debug)]
 pub struct DirLock {
@@ -124,6 +166,22 @@ use std::os::unix::fs::DirBuilderExt;
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_holder_is_found_in_the_kernels_lock_table() {
+        let tmp = tempfile::tempdir().unwrap();
+        assert_eq!(super::holder(tmp.path()), super::Holder::NoLockFile);
+        let lock = DirLock::acquire(tmp.path()).unwrap();
+        assert_eq!(
+            super::holder(tmp.path()),
+            super::Holder::Held {
+                pid: std::process::id()
+            }
+        );
+        drop(lock);
+        // The pid stays in the file; the kernel knows better.
+        assert_eq!(super::holder(tmp.path()), super::Holder::Free);
+    }
+
     use super::*;
 
     #[test]

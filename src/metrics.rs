@@ -1,5 +1,6 @@
 //! The Prometheus textfile (node_exporter's textfile collector format), rewritten atomically
-//! after every attempt so a scrape never sees half a file.
+//! after every attempt so a scrape never sees half a file. `eit_certd_build_info` is always
+//! there: a fleet's alert rules find the instances without it (never installed, never started).
 
 use std::fmt::Write;
 use std::path::Path;
@@ -19,6 +20,15 @@ pub fn render(state: &State, leaf: Option<&LeafInfo>, ca: &CaExpiry) -> String {
             let _ = writeln!(out, "{name}{labels} {value}");
         }
     };
+    metric(
+        "eit_certd_build_info",
+        "gauge",
+        "Always 1; the version of eit-certd that wrote this file.",
+        &[(
+            &format!("{{version=\"{}\"}}", label_value(env!("CARGO_PKG_VERSION"))),
+            1.0,
+        )],
+    );
     if let Some(leaf) = leaf {
         metric(
             "eit_certd_cert_not_after_seconds",
@@ -67,11 +77,52 @@ pub fn render(state: &State, leaf: Option<&LeafInfo>, ca: &CaExpiry) -> String {
         );
     }
     metric(
+        "eit_certd_consecutive_failures",
+        "gauge",
+        "Renewal attempts that failed since the last success (0 after a success).",
+        &[("", f64::from(state.consecutive_failures))],
+    );
+    metric(
         "eit_certd_hook_failures_total",
         "counter",
         "Hook runs that failed or timed out.",
         &[("", state.hook_failures as f64)],
     );
+    let hook_samples: Vec<(String, f64)> = state
+        .hooks
+        .iter()
+        .map(|h| {
+            (
+                format!("{{hook=\"{}\"}}", label_value(&h.name)),
+                if h.ok { 1.0 } else { 0.0 },
+            )
+        })
+        .collect();
+    if !hook_samples.is_empty() {
+        let samples: Vec<(&str, f64)> =
+            hook_samples.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+        metric(
+            "eit_certd_hook_last_result",
+            "gauge",
+            "1 if the hook's last run succeeded, 0 if it failed or timed out.",
+            &samples,
+        );
+    }
+    out
+}
+
+/// A label value in the text format: backslash, double quote and newline escaped (hook names
+/// come back from state.json, which anyone who could write it chose).
+fn label_value(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
     out
 }
 
@@ -128,5 +179,45 @@ mod tests {
         assert!(text.contains("eit_certd_last_attempt_timestamp_seconds 1767225660\n"));
         assert!(text.contains("eit_certd_hook_failures_total 2\n"));
         assert!(text.contains("# TYPE eit_certd_renewals_total counter"));
+        assert!(text.contains(&format!(
+            "eit_certd_build_info{{version=\"{}\"}} 1\n",
+            env!("CARGO_PKG_VERSION")
+        )));
+        assert!(
+            text.contains("eit_certd_consecutive_failures 0\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn build_info_and_failures_without_any_attempt_and_hook_names_escaped() {
+        let mut s = State::default();
+        s.record_failure(datetime!(2026-01-01 00:00 UTC), "x");
+        s.record_failure(datetime!(2026-01-01 00:01 UTC), "x");
+        for (name, ok) in [("reload-stunnel", true), ("a\"b\\c\nd", false)] {
+            s.record_hook(crate::state::HookResult {
+                name: name.into(),
+                at: datetime!(2026-01-01 00:01 UTC),
+                ok,
+                exit_code: None,
+                duration_ms: 0,
+                serial: String::new(),
+                detail: String::new(),
+            });
+        }
+        let text = render(&s, None, &CaExpiry::default());
+        assert!(text.contains("eit_certd_build_info{version="), "{text}");
+        assert!(
+            text.contains("eit_certd_consecutive_failures 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("eit_certd_hook_last_result{hook=\"reload-stunnel\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("eit_certd_hook_last_result{hook=\"a\\\"b\\\\c\\nd\"} 0\n"),
+            "{text}"
+        );
     }
 }

@@ -79,6 +79,9 @@ pub struct Renewed {
     pub verified: Verified,
     /// What `current` held before, if anything.
     pub previous: Option<LeafInfo>,
+    /// Why the `[output.swanctl]` links could not be made after the install, if they could
+    /// not: owed (see [`crate::state::SWANCTL_LINKS`]).
+    pub links_owed: Option<String>,
     /// The service's own `expires_at`, for the log only: the certificate's notAfter rules.
     pub claimed_expires_at: String,
     pub token_refreshed: bool,
@@ -211,6 +214,13 @@ impl Renewer {
                 // On disk before the first hook starts: a stop or a crash while hooks run must
                 // not lose them (see `HooksOwed`).
                 state.hooks_owed = HooksOwed::all(&leaf.serial_hex, previous, &self.config.hooks);
+                if let Some(why) = &renewed.links_owed {
+                    tracing::warn!(
+                        "the new set is installed, but the [output.swanctl] links are not: {why}; \
+                         retrying them with the hooks, without a new certificate"
+                    );
+                    crate::state::owe_links(&mut state.hooks_owed, &leaf.serial_hex);
+                }
                 if let Err(e) = state.save(self.store.dir()) {
                     tracing::warn!("cannot record the install in state.json: {e}");
                 }
@@ -318,6 +328,7 @@ impl Renewer {
         let swanctl = crate::swanctl::Layout::from_config(&self.config);
         if let Some(layout) = &swanctl {
             layout.preflight()?;
+            layout.writable()?;
         }
         // The set being replaced, for the hooks (`EIT_PREVIOUS_SERIAL`): its certificate only,
         // read before the request. A corrupt set is what a renewal repairs, so it is no reason
@@ -342,14 +353,22 @@ impl Renewer {
             })
         })??;
         let lap = std::time::Instant::now();
-        if let Some(layout) = &swanctl {
-            layout.link()?;
-        }
+        // `current` has moved: the renewal has succeeded, whatever happens to the links now.
+        // A failure (a path turned into a file in flight, a directory made read-only) is
+        // owed and retried with the hooks, never answered with another certificate.
+        let links_owed = match &swanctl {
+            Some(layout) => match layout.link() {
+                Ok(_) => None,
+                Err(e) => Some(e.to_string()),
+            },
+            None => None,
+        };
         timings.install = install + lap.elapsed();
         Ok(Renewed {
             generation,
             verified,
             previous,
+            links_owed,
             claimed_expires_at: issued.response.expires_at,
             token_refreshed: issued.token_refreshed,
             timings,

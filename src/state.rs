@@ -82,6 +82,23 @@ pub struct HooksOwed {
     pub names: Vec<String>,
 }
 
+/// The name under which the `[output.swanctl]` links are owed when making them failed after
+/// `current` moved: they are retried with the hooks, without a new certificate. Not a valid
+/// hook name (it holds a space and brackets), so no `[[hooks]]` entry can take it.
+pub const SWANCTL_LINKS: &str = "[output.swanctl] links";
+
+/// Adds the swanctl links to what is owed for the set with `serial`.
+pub fn owe_links(owed: &mut Option<HooksOwed>, serial: &str) {
+    let entry = owed.get_or_insert_with(|| HooksOwed {
+        serial: serial.to_string(),
+        previous_serial: None,
+        names: Vec::new(),
+    });
+    if !entry.names.iter().any(|n| n == SWANCTL_LINKS) {
+        entry.names.insert(0, SWANCTL_LINKS.to_string());
+    }
+}
+
 impl HooksOwed {
     /// Every one of `hooks`, owed for the set with `serial`; `None` when there are no hooks.
     pub fn all(

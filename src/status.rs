@@ -22,18 +22,44 @@ use crate::store::{self, CurrentSet, KeyCheck, Store};
 pub enum Health {
     Valid,
     Due,
+    /// A usable set, but something that keeps it in use or fresh is wrong: a hook or a
+    /// consumer failed for the installed set, hooks are owed, the config file on disk does not
+    /// load. `Report::degraded` says what. (Whether a daemon runs is `Report::daemon`.)
+    Degraded,
     Expired,
     Missing,
     Broken,
 }
 
 impl Health {
-    /// 0 valid, 1 due (renewal pending), 3 no usable certificate.
+    /// 0 valid, 1 due (renewal pending) or degraded, 3 no usable certificate.
     pub fn exit_code(self) -> u8 {
         match self {
             Health::Valid => 0,
-            Health::Due => 1,
+            Health::Due | Health::Degraded => 1,
             Health::Expired | Health::Missing | Health::Broken => 3,
+        }
+    }
+
+    /// The monitoring-plugin convention (Nagios, Icinga, Sensu, check_mk): 0 OK, 1 WARNING,
+    /// 2 CRITICAL (3 UNKNOWN is for when status cannot tell).
+    pub fn plugin_exit_code(self) -> u8 {
+        match self {
+            Health::Valid => 0,
+            Health::Due | Health::Degraded => 1,
+            Health::Expired | Health::Missing | Health::Broken => 2,
+        }
+    }
+}
+
+impl Report {
+    /// [`Health::plugin_exit_code`], and WARNING at least when no daemon holds the lock: a
+    /// valid certificate that nothing renews is an alert an hour early, not an OK.
+    pub fn plugin_exit_code(&self) -> u8 {
+        let health = self.health.plugin_exit_code();
+        match self.daemon {
+            Some(crate::lock::Holder::Free | crate::lock::Holder::NoLockFile) => health.max(1),
+            _ => health,
         }
     }
 }
@@ -103,6 +129,13 @@ pub struct Report {
     /// and what they hold (filled in by the caller).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub consumers: Vec<crate::consumers::Consumer>,
+    /// Who holds the output directory's lock: a running daemon, or nobody (filled in by the
+    /// caller).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub daemon: Option<crate::lock::Holder>,
+    /// Why the health is `degraded`, one sentence each (see [`Report::assess`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub degraded: Vec<String>,
 }
 
 /// The CAs above the installed leaf: when they expire, and a warning for each that does so
@@ -120,6 +153,50 @@ pub struct CaStatus {
 }
 
 impl Report {
+    /// Decides `degraded` from what the caller filled in: a usable set whose renewal or use
+    /// is in doubt. `config_problem`: the config file on disk does not load (the report was
+    /// made with the defaults).
+    pub fn assess(&mut self, config_problem: Option<&str>) {
+        let mut why = Vec::new();
+        if let Some(problem) = config_problem {
+            why.push(format!(
+                "the config file does not load ({problem}); a running daemon keeps its \
+                 configuration, but the next start fails"
+            ));
+        }
+        if let Some(serial) = self.installed.as_ref().map(|i| i.serial.clone()) {
+            for h in self
+                .state
+                .hooks
+                .iter()
+                .filter(|h| h.serial == serial && !h.ok)
+            {
+                why.push(format!(
+                    "hook {} failed for the installed set: {}",
+                    h.name, h.detail
+                ));
+            }
+            if let Some(owed) = self
+                .state
+                .hooks_owed
+                .as_ref()
+                .filter(|o| o.serial == serial)
+            {
+                why.push(format!(
+                    "still owed for the installed set: {}",
+                    owed.names.join(", ")
+                ));
+            }
+        }
+        for c in &self.consumers {
+            why.extend(c.problems());
+        }
+        if matches!(self.health, Health::Valid | Health::Due) && !why.is_empty() {
+            self.health = Health::Degraded;
+        }
+        self.degraded = why;
+    }
+
     /// Fills in [`Report::ca`] from the installed chain and the configured trust anchors.
     pub fn set_ca(
         &mut self,
@@ -178,6 +255,8 @@ pub fn build(
         ca: None,
         spare: None,
         consumers: Vec::new(),
+        daemon: None,
+        degraded: Vec::new(),
     };
     let set = match current {
         Ok(Some(set)) => set,
@@ -271,12 +350,28 @@ impl Report {
         let health = match self.health {
             Health::Valid => "valid",
             Health::Due => "valid, renewal due",
+            Health::Degraded => "DEGRADED (valid, but see below)",
             Health::Expired => "EXPIRED",
             Health::Missing => "no certificate installed",
             Health::Broken => "BROKEN",
         };
         let _ = writeln!(out, "status        {health}");
         let _ = writeln!(out, "output dir    {}", self.output_dir.display());
+        for why in &self.degraded {
+            let _ = writeln!(out, "degraded      {why}");
+        }
+        match self.daemon {
+            Some(crate::lock::Holder::Held { pid }) => {
+                let _ = writeln!(out, "daemon        running (pid {pid} holds the lock)");
+            }
+            Some(_) => {
+                let _ = writeln!(
+                    out,
+                    "daemon        NOT running: nothing renews the certificate"
+                );
+            }
+            None => {}
+        }
         if let Some(problem) = &self.problem {
             let _ = writeln!(out, "problem       {problem}");
         }

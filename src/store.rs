@@ -683,7 +683,15 @@ fn unsafe_dir(dir: &Path) -> Result<Option<StoreError>, StoreError> {
                 "owned by uid {}, not by this process (uid {me})",
                 meta.uid()
             ),
-            format!("`chown {me} {}`, or use another output.dir", dir.display()),
+            if me == 0 {
+                format!("`chown root {}`, or use another output.dir", dir.display())
+            } else {
+                // Handing the key directory to an unprivileged user is not the fix: the
+                // daemon is meant to run as root (the unit does).
+                "run eit-certd as root (`sudo`, or the systemd unit), as the directory's \
+                 owner expects, or use an output.dir of your own for testing"
+                    .to_string()
+            },
         ));
     }
     let mode = meta.mode() & 0o7777;

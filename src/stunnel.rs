@@ -35,11 +35,15 @@ pub enum SectionError {
     Path { what: &'static str, path: PathBuf },
 }
 
+/// Debian's system CA bundle, `--ca-file`'s default: it trusts every public CA, so the section
+/// says so where it names it.
+pub const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
 impl Section<'_> {
     /// The section as text, or what is wrong with an argument.
     pub fn render(&self) -> Result<String, SectionError> {
-        host_port("connect", self.connect)?;
-        let accept_port = host_port("accept", self.accept)?;
+        let (connect_host, _) = host_port("connect", self.connect)?;
+        let (_, accept_port) = host_port("accept", self.accept)?;
         if !is_section_name(self.name) {
             return Err(SectionError::Name(self.name.to_string()));
         }
@@ -60,13 +64,32 @@ impl Section<'_> {
                 });
             }
         }
-        let check_host = self
-            .check_host
-            .map(|h| format!("checkHost = {h}\n"))
-            .unwrap_or_default();
+        // Without a name or address check, any certificate from a CA in CAfile would pass as
+        // the file server: one of the two is always there.
+        let check = match (self.check_host, connect_host) {
+            (Some(name), _) => format!("checkHost = {name}\n"),
+            (None, Host::Ip(ip)) => format!("checkIP = {ip}\n"),
+            (None, Host::Name(name)) => format!("checkHost = {name}\n"),
+        };
+        let ca_note = if self.ca_file == Path::new(SYSTEM_CA_BUNDLE) {
+            "; CAfile is the system bundle, which trusts every public CA: prefer the CA that\n\
+             ; signs the File Storage mount targets' certificates (--ca-file).\n"
+        } else {
+            ""
+        };
         Ok(format!(
-            "; eit-certd: client section for an NFS share with encryption in transit.\n\
+            "; eit-certd: stunnel client for an NFS share with encryption in transit; one file per\n\
+             ; share under /etc/stunnel/ (the global options below are per stunnel process).\n\
              ; Mount with: mount -t nfs4 -o port={accept_port} 127.0.0.1:/<share path> /mnt/share\n\
+             ; hooks/stunnel-reload finds stunnel by this pid file (its default STUNNEL_PID_GLOB is\n\
+             ; \"/run/stunnel*/*.pid /var/run/stunnel4/*.pid\").\n\
+             pid = /run/stunnel4/{name}.pid\n\
+             ; Drop root after start-up. A reload (SIGHUP) then re-reads cert and key as stunnel4:\n\
+             ; set group = \"stunnel4\" under [output] in eit-certd's config (key.pem 0640).\n\
+             setuid = stunnel4\n\
+             setgid = stunnel4\n\
+             ; No `output =`: stunnel-reload reads stunnel's journal, and the daemon's sandbox\n\
+             ; could not read stunnel's own log file.\n\
              [{name}]\n\
              client = yes\n\
              accept = {accept}\n\
@@ -74,10 +97,11 @@ impl Section<'_> {
              ; Renewed by eit-certd; `stunnel-reload` (SIGHUP) makes new connections use the new pair.\n\
              cert = {cert}\n\
              key = {key}\n\
-             ; Verify the file server.\n\
+             ; Verify the file server: its chain up to CAfile, and its name or address.\n\
+             {ca_note}\
              CAfile = {ca}\n\
              verifyChain = yes\n\
-             {check_host}",
+             {check}",
             name = self.name,
             accept = self.accept,
             connect = self.connect,
@@ -88,23 +112,30 @@ impl Section<'_> {
     }
 }
 
-/// `HOST:PORT` with HOST a name, an IPv4 address or a bracketed IPv6 address; the port.
-fn host_port(flag: &'static str, value: &str) -> Result<u16, SectionError> {
+/// The host part of `HOST:PORT`.
+#[derive(Debug, PartialEq, Eq)]
+enum Host<'a> {
+    Ip(std::net::IpAddr),
+    Name(&'a str),
+}
+
+/// `HOST:PORT` with HOST a name, an IPv4 address or a bracketed IPv6 address.
+fn host_port<'a>(flag: &'static str, value: &'a str) -> Result<(Host<'a>, u16), SectionError> {
     let bad = || SectionError::HostPort {
         flag,
         value: value.to_string(),
     };
     let (host, port) = value.rsplit_once(':').ok_or_else(bad)?;
     let port: u16 = port.parse().ok().filter(|p| *p != 0).ok_or_else(bad)?;
-    let host_ok = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
-        Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
-        None => is_host_name(host),
+    let host = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => Host::Ip(std::net::IpAddr::V6(v6.parse().map_err(|_| bad())?)),
+        None if !is_host_name(host) => return Err(bad()),
+        None => match host.parse::<std::net::Ipv4Addr>() {
+            Ok(v4) => Host::Ip(v4.into()),
+            Err(_) => Host::Name(host),
+        },
     };
-    if host_ok {
-        Ok(port)
-    } else {
-        Err(bad())
-    }
+    Ok((host, port))
 }
 
 /// A DNS name or an IPv4 address: letters, digits, '-' and '.', 1 to 253 characters.
@@ -135,7 +166,7 @@ mod tests {
             name,
             accept: "127.0.0.1:20049",
             connect,
-            ca_file: Path::new("/etc/ssl/certs/ca-certificates.crt"),
+            ca_file: Path::new(SYSTEM_CA_BUNDLE),
             check_host: None,
             output_dir: Path::new("/var/lib/eit-certd"),
         }
@@ -151,6 +182,44 @@ mod tests {
         );
         assert!(section("[fd00::1]:20049", "x").render().is_ok());
         assert!(section("share.example.com:20049", "x").render().is_ok());
+        assert!(text.contains("pid = /run/stunnel4/eit-nfs.pid\n"), "{text}");
+        assert!(
+            text.contains("setuid = stunnel4\nsetgid = stunnel4\n"),
+            "{text}"
+        );
+        assert!(!text.contains("\noutput"), "{text}");
+        // Globals come before the section: stunnel reads them only there.
+        assert!(text.find("pid =").unwrap() < text.find("[eit-nfs]").unwrap());
+    }
+
+    #[test]
+    fn the_file_server_is_always_checked_by_name_or_address() {
+        let check = |connect: &str, host: Option<&str>| {
+            let mut s = section(connect, "n");
+            s.check_host = host;
+            let text = s.render().unwrap();
+            let lines: Vec<&str> = text
+                .lines()
+                .filter(|l| l.starts_with("checkHost") || l.starts_with("checkIP"))
+                .collect();
+            assert!(text.contains("verifyChain = yes\n"), "{text}");
+            lines.join("|")
+        };
+        assert_eq!(check("10.240.64.5:20049", None), "checkIP = 10.240.64.5");
+        assert_eq!(check("[fd00::1]:20049", None), "checkIP = fd00::1");
+        assert_eq!(
+            check("share.example:20049", None),
+            "checkHost = share.example"
+        );
+        assert_eq!(
+            check("10.240.64.5:20049", Some("mt.example")),
+            "checkHost = mt.example"
+        );
+        let default_ca = section("h:1", "n").render().unwrap();
+        assert!(default_ca.contains("every public CA"), "{default_ca}");
+        let mut own = section("h:1", "n");
+        own.ca_file = Path::new("/etc/stunnel/file-storage-ca.pem");
+        assert!(!own.render().unwrap().contains("every public CA"));
     }
 
     #[test]

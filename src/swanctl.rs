@@ -82,6 +82,17 @@ pub enum SwanctlError {
          go-w` it), or choose another output.swanctl.dir"
     )]
     NotSafe(crate::files::UnsafeAncestor),
+    #[error(
+        "cannot write in {} (for output.swanctl.{key}): {cause}. Under systemd, install \
+         /usr/share/doc/eit-certd/examples/eit-certd-swanctl.conf as \
+         /etc/systemd/system/eit-certd.service.d/swanctl.conf; nothing was requested",
+        dir.display()
+    )]
+    Unwritable {
+        dir: PathBuf,
+        key: &'static str,
+        cause: std::io::Error,
+    },
     #[error("cannot {action} {}: {cause}", path.display())]
     Io {
         action: &'static str,
@@ -378,6 +389,29 @@ impl Layout {
         Ok(states)
     }
 
+    /// Refuses, before a certificate is requested, a path that is not yet our link in a
+    /// directory we cannot write (a read-only mount: what `ProtectSystem=strict` gives without
+    /// the drop-in): linking it after the install would fail with the new set already live.
+    pub fn writable(&self) -> Result<(), SwanctlError> {
+        for (role, path, state) in self.inspect() {
+            if state == PathState::Linked {
+                continue;
+            }
+            // The deepest directory that exists: where the link or its subdirectory goes.
+            let Some(dir) = path.ancestors().skip(1).find(|d| d.is_dir()) else {
+                continue;
+            };
+            if let Err(errno) = nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK) {
+                return Err(SwanctlError::Unwritable {
+                    dir: dir.to_path_buf(),
+                    key: role.key(),
+                    cause: std::io::Error::from(errno),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Points every path at the current set: creates missing subdirectories inside `dir`,
     /// then replaces each path that is not yet our link with one (a temporary symlink renamed
     /// over it, so the path never disappears), and fsyncs. Returns what changed.
@@ -563,6 +597,13 @@ pub fn check(config: &Config) -> Vec<Problem> {
         };
         problems.push(problem("dir", e.to_string(), fix));
         return problems;
+    }
+    if let Err(e) = layout.writable() {
+        problems.push(problem(
+            "dir",
+            e.to_string(),
+            "make the directory writable for eit-certd (under systemd: the swanctl drop-in)".into(),
+        ));
     }
     let mut dirs = vec![layout.dir.clone()];
     for (role, path, state) in layout.inspect() {

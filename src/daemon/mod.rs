@@ -62,6 +62,9 @@ pub enum DaemonError {
     Signals(std::io::Error),
     #[error(transparent)]
     Swanctl(#[from] crate::swanctl::SwanctlError),
+    /// A hook program that cannot run (what `check` reports), with the fix.
+    #[error("{0}")]
+    Hook(crate::check::Problem),
 }
 
 impl DaemonError {
@@ -70,6 +73,7 @@ impl DaemonError {
         matches!(
             self,
             DaemonError::Config(_)
+                | DaemonError::Hook(_)
                 | DaemonError::Client(_)
                 | DaemonError::Renew(RenewError::Anchor { .. })
                 | DaemonError::Store(crate::store::StoreError::NoSuchGroup(_))
@@ -394,6 +398,11 @@ impl Daemon {
         let signals = Some(Signals::install()?);
         let config = Config::load(config_path)?;
         crate::check::warn_about_config_file(config_path);
+        // What `check` refuses about the hooks, `run` refuses too: a hook that cannot start
+        // fails at every install, and the daemon would look healthy meanwhile.
+        if let Some(problem) = crate::check::hook_programs(&config).into_iter().next() {
+            return Err(DaemonError::Hook(problem));
+        }
         let store = Store::from_config(&config.output)?;
         store.check_safe()?;
         let lock = DirLock::acquire(store.dir())?;
@@ -408,8 +417,15 @@ impl Daemon {
         if let Ok(Some(current)) = store.current_generation() {
             store.prune_after(&current);
         }
+        // A path that is not ours is a configuration problem (refused here); a link that
+        // cannot be made now (a read-only directory) is owed, and the daemon starts.
+        let mut links_owed = false;
         if let Some(layout) = crate::swanctl::Layout::from_config(&config) {
-            layout.ensure(&store)?;
+            layout.preflight()?;
+            if let Err(e) = layout.ensure(&store) {
+                tracing::warn!("the [output.swanctl] links cannot be made now: {e}; retrying them with the hooks");
+                links_owed = true;
+            }
         }
         // `auto` probes at the first request, not here: the daemon must start (and keep its
         // installed set) while the service is unreachable.
@@ -438,10 +454,14 @@ impl Daemon {
         let now = daemon.clock.now();
         let current = daemon.core.renewer.store().read_current();
         daemon.schedule_from(&current);
-        if daemon
+        let mut owed = daemon
             .core
-            .owe_hooks_of_unrecorded_install(&current, now.wall)
-        {
+            .owe_hooks_of_unrecorded_install(&current, now.wall);
+        if let (true, Ok(Some(set))) = (links_owed, &current) {
+            crate::state::owe_links(&mut daemon.core.state.hooks_owed, &set.leaf.serial_hex);
+            owed = true;
+        }
+        if owed {
             daemon.machine.hooks_owed_at_start(now);
         }
         let ca =
@@ -737,6 +757,21 @@ impl Core {
         };
         let env = HookEnv::new(&set.dir, &set.leaf, owed.previous_serial.as_deref());
         for name in &owed.names {
+            if name == crate::state::SWANCTL_LINKS {
+                let linked = match crate::swanctl::Layout::from_config(&self.config) {
+                    Some(layout) => layout.link().map(|_| ()),
+                    None => Ok(()),
+                };
+                match &linked {
+                    Ok(()) => tracing::info!(
+                        "the [output.swanctl] links owed for the installed set are in place"
+                    ),
+                    Err(e) => tracing::warn!("the [output.swanctl] links are still owed: {e}"),
+                }
+                self.state.hook_done(name, linked.is_err());
+                self.persist();
+                continue;
+            }
             let Some(hook) = self.config.hooks.iter().find(|h| &h.name == name).cloned() else {
                 self.state.hook_done(name, false);
                 continue;
@@ -764,7 +799,8 @@ impl Core {
             return false;
         };
         if !set.is_usable(now) || self.config.hooks.is_empty() {
-            return false;
+            // Whatever state.json still owes (the swanctl links, say) is run all the same.
+            return self.state.hooks_owed.is_some();
         }
         let serial = &set.leaf.serial_hex;
         if self.state.installed_serial.as_deref() != Some(serial.as_str()) {

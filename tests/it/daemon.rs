@@ -274,8 +274,9 @@ fn a_second_daemon_on_the_same_directory_is_refused() {
         log.contains("already writing") && log.contains("pid"),
         "{log}"
     );
-    // A one-shot renew is refused the same way.
-    let o = setup.run(&["renew", "--force"]);
+    // A one-shot renew is refused the same way (`renew --force` asks the daemon instead:
+    // operator::renew_force_beside_a_running_daemon_asks_the_daemon).
+    let o = setup.run(&["renew"]);
     assert_exit(&o, 1);
     assert!(stderr(&o).contains("already writing"));
 }
@@ -744,6 +745,17 @@ fn a_trace_log_next_to_the_config_does_not_feed_the_watch() {
     wait_for(Duration::from_secs(60), "the first install", || {
         (installs() >= 1).then_some(())
     });
+    // After the first attempt is closed: a SIGUSR1 during it is answered by it.
+    wait_for(
+        Duration::from_secs(60),
+        "the first attempt to close",
+        || {
+            daemon
+                .log_text()
+                .contains("next renewal scheduled")
+                .then_some(())
+        },
+    );
     let size_after_install = std::fs::metadata(&log).unwrap().len();
     daemon.signal(Signal::SIGUSR1);
     wait_for(Duration::from_secs(60), "SIGUSR1 to be served", || {

@@ -37,6 +37,8 @@ const MODES: &[&str] = &[
     "huge",
     "wrong-order",
     "doc-sample",
+    // hostile_inputs::service_text_reaches_logs_and_terminals_bounded_and_flat
+    "hostile-text",
 ];
 
 const TOKEN_PATH: &str = "/identity/v1/token";

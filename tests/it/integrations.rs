@@ -165,11 +165,21 @@ fn start_stunnel(
     ]);
     assert_exit(&o, 0);
     let pid_file = dir.join("stunnel.pid");
+    // The printed globals (pid under /run/stunnel4, setuid to stunnel4) are for the system
+    // service; this stunnel stays root in a private temp dir (fleet.rs runs them as printed).
+    let section: String = stdout(&o)
+        .lines()
+        .filter(|l| {
+            !["pid =", "setuid =", "setgid ="]
+                .iter()
+                .any(|g| l.starts_with(g))
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
     let conf = format!(
-        "pid = {}\noutput = {}\nforeground = no\n{}",
+        "pid = {}\noutput = {}\nforeground = no\n{section}",
         pid_file.display(),
         dir.join("stunnel.log").display(),
-        stdout(&o)
     );
     std::fs::write(dir.join("stunnel.conf"), conf).unwrap();
     let program = if on_path("stunnel4") {

@@ -93,7 +93,8 @@ fn no_token_or_private_key_leaks_at_trace_level() {
 
     // A one-shot renewal.
     let renew = setup.run_with_env(&["renew"], TRACE);
-    assert_exit(&renew, 0);
+    // Installed, but the failing hook makes it exit 1.
+    assert_exit(&renew, 1);
     assert!(
         stderr(&renew).contains("TRACE"),
         "RUST_LOG=trace did not reach the binary:\n{}",

@@ -1415,3 +1415,82 @@ fn a_swanctl_directory_another_user_controls_is_refused_before_the_request() {
     }
     assert_exit(&setup.run(&["check"]), 0);
 }
+
+/// swanctl's directories read-only (what `ProtectSystem=strict` gives without the drop-in).
+/// Before: `current` moved, the link failed, the renewal counted as failed, no hook ran, and
+/// the daemon asked for certificate after certificate (8-11 in 20 s); with a set installed
+/// the daemon did not start. Now: nothing is requested while a path cannot be linked (check
+/// says so), a daemon over an installed set starts and owes the links, and they are made
+/// once the directory is writable, without a new certificate.
+#[test]
+fn read_only_swanctl_directories_cost_no_certificates_and_are_linked_once_writable() {
+    let mnt = match Tmpfs::mount("1m") {
+        Ok(t) => t,
+        Err(why) => {
+            skipped!("{why}");
+            return;
+        }
+    };
+    let emulator = Emulator::start(&[]);
+    let dir = swanctl_dir(&mnt.path);
+    let setup = Setup::new(
+        &emulator,
+        2048,
+        "",
+        &format!(
+            "[retry]\ninitial = \"1s\"\nmax = \"2s\"\n\n{}",
+            swanctl_table(&dir, "")
+        ),
+    );
+    mnt.remount("ro");
+    let o = setup.run(&["check"]);
+    assert_exit(&o, 2);
+    assert!(stdout(&o).contains("cannot write in"), "{}", stdout(&o));
+    let o = setup.run(&["renew"]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(
+        stderr(&o).contains("nothing was requested"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(certificate_requests(&emulator), 0);
+    assert!(!setup.current().exists());
+
+    // Writable: the set and its links; then the links go and the directory is read-only
+    // again, with the set installed.
+    mnt.remount("rw");
+    assert_exit(&setup.run(&["renew"]), 0);
+    for (rel, _) in PATHS {
+        fs::remove_file(dir.join(rel)).unwrap();
+    }
+    mnt.remount("ro");
+    let requests = certificate_requests(&emulator);
+    let daemon = DaemonProc::start(&setup);
+    wait_for(
+        Duration::from_secs(30),
+        "the daemon to start and owe the links",
+        || {
+            let log = daemon.log_text();
+            (log.contains("installed certificate is valid") && log.contains("links are still owed"))
+                .then_some(())
+        },
+    );
+    mnt.remount("rw");
+    wait_for(Duration::from_secs(60), "the owed links", || {
+        daemon
+            .log_text()
+            .contains("links owed for the installed set are in place")
+            .then_some(())
+    });
+    for (rel, file) in PATHS {
+        assert_eq!(
+            fs::read_link(dir.join(rel)).unwrap(),
+            setup.out.join("current").join(file)
+        );
+    }
+    assert_eq!(
+        certificate_requests(&emulator),
+        requests,
+        "no new certificate"
+    );
+}
