@@ -210,7 +210,12 @@ fn check_refuses_paths_the_shipped_unit_may_not_write() {
         "",
         &format!("[output.swanctl]\ndir = \"{}\"\n", swanctl.display()),
     );
-    setup.add_output_settings("metrics_file = \"/srv/eit-certd-metrics/eit-certd.prom\"\n");
+    let metrics_dir = swanctl_parent.path().join("metrics");
+    std::fs::create_dir(&metrics_dir).unwrap();
+    setup.add_output_settings(&format!(
+        "metrics_file = \"{}/eit-certd.prom\"\n",
+        metrics_dir.display()
+    ));
     let units = scratch.path().join("units");
     let dropins = units.join("eit-certd.service.d");
     std::fs::create_dir_all(&dropins).unwrap();
@@ -237,7 +242,10 @@ fn check_refuses_paths_the_shipped_unit_may_not_write() {
     }
     assert!(text.contains("eit-certd-swanctl.conf"), "{text}");
     assert!(
-        text.contains("problem: output.metrics_file: /srv/eit-certd-metrics is read-only"),
+        text.contains(&format!(
+            "problem: output.metrics_file: {} is read-only",
+            metrics_dir.display()
+        )),
         "{text}"
     );
     assert!(!text.contains("problem: output.dir"), "{text}");
@@ -253,7 +261,7 @@ fn check_refuses_paths_the_shipped_unit_may_not_write() {
     .unwrap();
     std::fs::write(
         dropins.join("metrics.conf"),
-        "[Service]\nReadWritePaths=/srv/eit-certd-metrics\n",
+        format!("[Service]\nReadWritePaths={}\n", metrics_dir.display()),
     )
     .unwrap();
     assert_exit(&check(), 0);
