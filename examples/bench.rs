@@ -46,6 +46,8 @@
 //! BENCH_KEY_BITS=2048 BENCH_RENEWALS=10 BENCH_SHELL_RUNS=2 BENCH_IDLE_SECS=10 \
 //!   cargo run --release --example bench
 //! ```
+// A benchmark and tests report on stdout; the product prints only through `out!`.
+#![allow(clippy::print_stdout)]
 
 use std::collections::HashMap;
 use std::fs::File;

@@ -179,7 +179,8 @@ pub struct SwanctlConfigArgs {
     /// The mount target's IP address (IPv4 or IPv6), e.g. 10.240.64.5.
     #[arg(long)]
     pub remote: std::net::IpAddr,
-    /// Connection name (default: IBM's, ibmshare-ipsec-to-<address with dashes>).
+    /// Connection name (default: IBM's, ibmshare-ipsec-to-ADDRESS, the address with dashes
+    /// for its dots and colons).
     #[arg(long, value_parser = parse_connection_name)]
     pub name: Option<String>,
 }

@@ -174,11 +174,16 @@ fn init_logging(cli: &Cli) {
     let style = LogStyle::from_env();
     // The demo's numbered steps read cleanly only without log lines between them: its log
     // goes to demo.log in its directory, unless -v asks for it on stderr.
+    #[cfg(feature = "emulator")]
     let demo_to_file = matches!(cli.command, Command::Demo(_)) && cli.verbose == 0;
+    #[cfg(not(feature = "emulator"))]
+    let demo_to_file = false;
+    let writer = tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stderr);
+    #[cfg(feature = "emulator")]
     let writer = if demo_to_file {
         tracing_subscriber::fmt::writer::BoxMakeWriter::new(DemoLog)
     } else {
-        tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stderr)
+        writer
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -195,11 +200,14 @@ fn init_logging(cli: &Cli) {
 }
 
 /// The demo's log file, once its directory exists; lines logged before that are dropped.
+#[cfg(feature = "emulator")]
 static DEMO_LOG: std::sync::OnceLock<std::fs::File> = std::sync::OnceLock::new();
 
 /// Writes log lines to [`DEMO_LOG`].
+#[cfg(feature = "emulator")]
 struct DemoLog;
 
+#[cfg(feature = "emulator")]
 impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for DemoLog {
     type Writer = Box<dyn Write + 'a>;
 
@@ -290,7 +298,7 @@ async fn renew(config_path: &Path, args: &RenewArgs) -> Outcome {
                     rfc3339(policy.renewal_point(leaf.not_before, leaf.not_after))
                 );
                 for change in &linked {
-                    println!(
+                    out!(
                         "linked {} to the installed set; have charon load it (swanctl --load-creds, or the swanctl-reload hook)",
                         change.path.display()
                     );
@@ -651,7 +659,7 @@ fn swanctl_config(config_path: &Path, args: &SwanctlConfigArgs) -> Outcome {
             .unwrap_or_else(|| crate::swanctl::default_connection_name(args.remote)),
         cert: layout.path(crate::swanctl::Role::Cert),
     };
-    print!("{}", connection.render(layout.dir()));
+    out_raw!("{}", connection.render(layout.dir()));
     Ok(0)
 }
 
@@ -759,6 +767,7 @@ async fn demo(args: &DemoArgs) -> Outcome {
     result
 }
 
+#[cfg(feature = "emulator")]
 async fn demo_tour(root: &Path, keep: bool) -> Outcome {
     out!("eit-certd demo: everything goes under {}", root.display());
     if keep {

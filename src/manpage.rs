@@ -4,7 +4,7 @@
 //! the example cannot drift apart), examples, and only references to pages that exist.
 //!
 //! clap_mangen renders the title, name, synopsis, description and global options; the rest
-//! is written here (its subcommand section would point at eit-certd-<cmd>(1) pages that are
+//! is written here (its subcommand section would point at `eit-certd-<cmd>(1)` pages that are
 //! not shipped).
 
 use std::io::Write;

@@ -342,7 +342,7 @@ impl fmt::Debug for Client {
 
 impl Client {
     /// The client for `config`. With `endpoint = "auto"` nothing is probed yet: the first
-    /// request probes (see [`Client::resolve`]), so a daemon starts while the service is away.
+    /// request probes (see `Client::resolve`), so a daemon starts while the service is away.
     pub fn connect(config: &MetadataConfig) -> Result<Client, ClientError> {
         match &config.endpoint {
             Endpoint::Url(url) => Client::new(config, url),
@@ -908,7 +908,7 @@ mod tests {
 
     #[tokio::test]
     async fn auto_falls_back_to_http_only_when_https_is_refused() {
-        let emulator = crate::emulator::start(crate::emulator::Options::default())
+        let emulator = eit_certd_emulator::start(eit_certd_emulator::Options::default())
             .await
             .unwrap();
         // Nothing listens on port 1: refused at once, then the emulator answers.
@@ -928,13 +928,13 @@ mod tests {
 
     #[tokio::test]
     async fn auto_never_downgrades_when_https_cannot_be_verified() {
-        let tls = crate::emulator::start(crate::emulator::Options {
+        let tls = eit_certd_emulator::start(eit_certd_emulator::Options {
             tls: true,
-            ..crate::emulator::Options::default()
+            ..eit_certd_emulator::Options::default()
         })
         .await
         .unwrap();
-        let plain = crate::emulator::start(crate::emulator::Options::default())
+        let plain = eit_certd_emulator::start(eit_certd_emulator::Options::default())
             .await
             .unwrap();
         // The emulator's CA is in no trust store here: verification fails.
@@ -960,9 +960,9 @@ mod tests {
 
     #[tokio::test]
     async fn transport_failures_are_classified_by_type() {
-        let tls = crate::emulator::start(crate::emulator::Options {
+        let tls = eit_certd_emulator::start(eit_certd_emulator::Options {
             tls: true,
-            ..crate::emulator::Options::default()
+            ..eit_certd_emulator::Options::default()
         })
         .await
         .unwrap();

@@ -38,7 +38,7 @@ pub enum Fault {
     Status429,
     /// Every call: 500 with an HTML page, as a misconfigured proxy would send.
     Html500,
-    /// Every call: the answer comes only after [`SLOW_DELAY`].
+    /// Every call: the answer comes only after `SLOW_DELAY` (120 s).
     Slow,
     /// Every call: the connection is closed halfway through the response body.
     Reset,
