@@ -178,22 +178,49 @@ pub fn key_line(body: &str) -> Option<(&str, &str, Option<&str>)> {
     }
 }
 
-const STATIC_SECTIONS: &str = r#".SH EXIT STATUS
+const STATIC_SECTIONS: &str = r#".SH HEALTH
+\fBstatus\fR (text, \fB\-\-json\fR, exit code) and the daemon's status line in
+\fBsystemctl status\fR share one model:
+.TP
+.B valid
+The installed set is usable and not yet due.
+.TP
+.B due
+Usable; its renewal time has come (a renewal is pending or being retried).
+.TP
+.B degraded
+Usable, but something that keeps it in use or fresh is wrong: a hook or a consumer failed for
+the installed set, hooks are still owed, or the config file on disk does not load (a running
+daemon keeps its configuration; the next start fails). \fB\-\-json\fR lists why under
+\fBdegraded\fR.
+.TP
+.BR expired ", " missing ", " broken
+No usable set (broken: unreadable, or the key does not match the certificate).
+.PP
+Apart from the health, \fBstatus\fR says whether a daemon holds the output directory's lock
+(\fBdaemon.state\fR: \fBheld\fR with its \fBpid\fR, \fBfree\fR, \fBno_lock_file\fR), from the
+kernel's table of locks, so that a stale pid in \fI.lock\fR is not taken for a running daemon.
+.SH EXIT STATUS
 .TP
 .B 0
 Success; for \fBstatus\fR: the installed certificate is valid.
 .TP
 .B 1
-The operation failed (a renewal, an online check, a request to the service); for
-\fBstatus\fR: valid, but a renewal is due.
+The operation failed (a renewal, an online check, a request to the service), or \fBrenew\fR
+installed a set but a hook failed; for \fBstatus\fR: valid, but a renewal is due, or degraded.
 .TP
 .B 2
 Usage or configuration error: a bad option, a bad or missing config file, \fBcheck\fR found
-problems, \fBinit\fR would overwrite a file.
+problems, \fBinit\fR would overwrite a file; for \fBstatus\fR: the config file does not load
+(the installed set is shown all the same).
 .TP
 .B 3
 \fBstatus\fR only: no usable certificate (expired, missing, or broken: the key does not match
 the certificate).
+.PP
+\fBstatus \-\-monitoring\-plugin\fR exits with the monitoring-plugin convention instead: 0 OK,
+1 WARNING (due, degraded, or no daemon holds the lock), 2 CRITICAL (expired, missing, broken,
+or the config does not load), 3 UNKNOWN (the output directory cannot be read).
 .SH FILES
 .TP
 .I /etc/eit\-certd/config.toml
