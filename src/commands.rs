@@ -454,10 +454,14 @@ fn show_status(config_path: &Path, args: &StatusArgs) -> Outcome {
     // report is made with the defaults, says so, and the exit code says the config is broken.
     let (config, config_problem) = match load_config(config_path) {
         Ok(c) => (c, None),
-        Err(Failure { error, .. }) if config_path.exists() => (
-            Config::parse("", config_path).map_err(usage)?,
-            Some(render(&error)),
-        ),
+        Err(Failure { error, .. }) if config_path.exists() => {
+            let mut defaults = Config::parse("", config_path).map_err(usage)?;
+            // Where the set is, if the broken file still says (a typo elsewhere in it).
+            if let Some(dir) = salvage_output_dir(config_path) {
+                defaults.output.dir = dir;
+            }
+            (defaults, Some(crate::text::one_line(&render(&error))))
+        }
         Err(f) => return Err(f),
     };
     let store = match open_store(&config) {
@@ -489,6 +493,20 @@ fn show_status(config_path: &Path, args: &StatusArgs) -> Outcome {
         (false, Some(_)) => 2,
         (false, None) => report.health.exit_code(),
     })
+}
+
+/// `output.dir` from a config file that does not load as a whole, when the file is still TOML
+/// and the key itself is sound.
+fn salvage_output_dir(path: &Path) -> Option<crate::config::OutputDir> {
+    let text = crate::files::read_to_string(
+        path,
+        crate::files::Links::Follow,
+        crate::files::limit::CONFIG,
+    )
+    .ok()?;
+    let table: toml::Table = text.parse().ok()?;
+    let dir = table.get("output")?.get("dir")?.as_str()?.to_string();
+    crate::config::OutputDir::try_from(dir).ok()
 }
 
 /// For the metadata commands, which are useful before anything is configured: a missing file

@@ -92,10 +92,17 @@ fn a_config_that_does_not_load_still_shows_the_installed_set() {
     // Keeps output.dir readable for the fallback: the typo is elsewhere in the file.
     let text = std::fs::read_to_string(&setup.config).unwrap();
     std::fs::write(&setup.config, text.replace("jitter = ", "jiter = ")).unwrap();
+    let serial = current_serial(&setup).unwrap();
     let o = setup.run(&["status"]);
     assert_exit(&o, 2);
     assert!(
         stdout(&o).contains("the config file does not load") && stdout(&o).contains("jiter"),
+        "{}",
+        stdout(&o)
+    );
+    // The installed set, from the output.dir the broken file still names.
+    assert!(
+        stdout(&o).contains(&format!("serial        {serial}")),
         "{}",
         stdout(&o)
     );
