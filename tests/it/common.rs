@@ -306,6 +306,27 @@ impl DaemonProc {
         DaemonProc { child, log }
     }
 
+    /// Like [`DaemonProc::start`], with `NOTIFY_SOCKET` set to a socket the test listens on,
+    /// as systemd does for a `Type=notify` unit; the socket's reads time out after 200 ms.
+    pub fn start_notified(setup: &Setup) -> (DaemonProc, std::os::unix::net::UnixDatagram) {
+        let socket_path = setup.tmp.path().join("notify.sock");
+        let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+        socket
+            .set_read_timeout(Some(std::time::Duration::from_millis(200)))
+            .unwrap();
+        let log = setup.tmp.path().join("notified-daemon.log");
+        let child = Command::new(bin())
+            .arg("--config")
+            .arg(&setup.config)
+            .arg("run")
+            .env("NOTIFY_SOCKET", &socket_path)
+            .stdin(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        (DaemonProc { child, log }, socket)
+    }
+
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
     }

@@ -646,7 +646,6 @@ fn generations_past_keep_are_pruned_when_the_daemon_starts() {
 /// test) has heard READY=1, which only happens if READY comes before the hooks.
 #[test]
 fn ready_is_sent_when_the_set_is_installed_not_after_its_hooks() {
-    use std::os::unix::net::UnixDatagram;
     let emulator = Emulator::start(&[]);
     let released = tempfile::tempdir().unwrap();
     let release = released.path().join("ready-heard");
@@ -657,22 +656,7 @@ fn ready_is_sent_when_the_set_is_installed_not_after_its_hooks() {
         release.display()
     );
     let setup = Setup::new(&emulator, 2048, "", &hook);
-    let socket_path = setup.tmp.path().join("notify.sock");
-    let socket = UnixDatagram::bind(&socket_path).unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
-    let log = setup.tmp.path().join("daemon.log");
-    let child = std::process::Command::new(bin())
-        .arg("--config")
-        .arg(&setup.config)
-        .arg("run")
-        .env("NOTIFY_SOCKET", &socket_path)
-        .stdin(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut daemon = DaemonProc { child, log };
+    let (mut daemon, socket) = DaemonProc::start_notified(&setup);
     let mut buf = [0u8; 4096];
     // Shorter than the hook's own 45 s: READY after the hooks is never heard in time.
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -323,7 +323,6 @@ fn json_logs_are_json_with_typed_fields() {
 /// degraded, and says so in `systemctl status`.
 #[test]
 fn the_systemd_status_line_says_degraded_while_a_hook_is_owed() {
-    use std::os::unix::net::UnixDatagram;
     let emulator = Emulator::start(&[]);
     let setup = Setup::new(
         &emulator,
@@ -331,20 +330,7 @@ fn the_systemd_status_line_says_degraded_while_a_hook_is_owed() {
         "",
         "[[hooks]]\nname = \"fails\"\ncommand = [\"/bin/sh\", \"-c\", \"exit 3\"]\nretry = true\n",
     );
-    let socket_path = setup.tmp.path().join("notify.sock");
-    let socket = UnixDatagram::bind(&socket_path).unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
-    let log = setup.tmp.path().join("daemon.log");
-    let child = std::process::Command::new(bin())
-        .args(["--config", setup.config.to_str().unwrap(), "run"])
-        .env("NOTIFY_SOCKET", &socket_path)
-        .stdin(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let _daemon = DaemonProc { child, log };
+    let (_daemon, socket) = DaemonProc::start_notified(&setup);
     let mut buf = [0u8; 4096];
     let status = wait_for(Duration::from_secs(60), "a degraded status line", || {
         let n = socket.recv(&mut buf).ok()?;
