@@ -306,27 +306,32 @@ fn spare_key_false_keeps_no_key_at_rest() {
     let _ = Path::new("");
 }
 
+/// Replaces the spare's CSR with one for its key and `subject`, signed by openssl.
+fn sign_spare_csr(setup: &Setup, subject: &str) {
+    let dir = setup.out.join("spare");
+    let (ok, out) = run_tool(
+        "openssl",
+        &[
+            "req",
+            "-new",
+            "-key",
+            dir.join("key.pem").to_str().unwrap(),
+            "-subj",
+            subject,
+            "-out",
+            dir.join("csr.pem").to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{out}");
+}
+
 /// A spare whose spare.json names the configured subject but whose CSR asks for another: the
 /// certificate carried the planted subject. The CSR's own subject decides now.
 #[test]
 fn a_spare_whose_csr_asks_for_another_subject_than_it_claims_is_refused() {
     refused_after(
         |s| {
-            let dir = s.out.join("spare");
-            let (ok, out) = run_tool(
-                "openssl",
-                &[
-                    "req",
-                    "-new",
-                    "-key",
-                    dir.join("key.pem").to_str().unwrap(),
-                    "-subj",
-                    "/C=XX/O=Planted Org",
-                    "-out",
-                    dir.join("csr.pem").to_str().unwrap(),
-                ],
-            );
-            assert!(ok, "{out}");
+            sign_spare_csr(s, "/C=XX/O=Planted Org");
         },
         "its subject is not the one spare.json names",
     );
@@ -362,20 +367,7 @@ fn a_spare_holding_an_older_generations_key_is_refused() {
             std::fs::copy(&key, dir.join("key.pem")).unwrap();
             std::fs::set_permissions(dir.join("key.pem"), std::fs::Permissions::from_mode(0o600))
                 .unwrap();
-            let (ok, out) = run_tool(
-                "openssl",
-                &[
-                    "req",
-                    "-new",
-                    "-key",
-                    dir.join("key.pem").to_str().unwrap(),
-                    "-subj",
-                    "/C=US/O=eit-certd tests",
-                    "-out",
-                    dir.join("csr.pem").to_str().unwrap(),
-                ],
-            );
-            assert!(ok, "{out}");
+            sign_spare_csr(s, "/C=US/O=eit-certd tests");
         },
         "the key of a certificate already installed",
     );
