@@ -11,10 +11,31 @@ use crate::config::DEFAULT_PATH;
 #[cfg(feature = "emulator")]
 use crate::emulator::{Fault, Scope};
 
+/// `--version`: the package version and the OpenSSL the binary runs with: the system's libssl,
+/// or the one built in by the `vendored-openssl` feature (the portable build), which only a
+/// new eit-certd release updates (docs/portable.md). `-V` and the man page's title line keep
+/// the plain version.
+fn long_version() -> &'static str {
+    static VERSION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    VERSION.get_or_init(|| {
+        let linked = if cfg!(feature = "vendored-openssl") {
+            "built in"
+        } else {
+            "system library"
+        };
+        format!(
+            "{} ({}, {linked})",
+            env!("CARGO_PKG_VERSION"),
+            openssl::version::version()
+        )
+    })
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "eit-certd",
     version,
+    long_version = long_version(),
     about = "Keeps the instance identity certificate for File Storage encryption in transit fresh on disk",
     long_about = "eit-certd requests instance identity certificates from the VPC instance metadata \
                   service, validates them, installs key + certificate + chain atomically for \

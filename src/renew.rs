@@ -428,8 +428,10 @@ impl KeySource {
             .spawn(move || {
                 // Below everything else on the machine: the key is not needed for a while.
                 // SAFETY: setpriority on our own thread id has no memory-safety preconditions.
+                // The raw syscall, not libc's gettid(): glibc has the wrapper only since 2.30,
+                // and the portable build links against glibc 2.28 (docs/portable.md).
                 unsafe {
-                    let tid = nix::libc::gettid() as nix::libc::id_t;
+                    let tid = nix::libc::syscall(nix::libc::SYS_gettid) as nix::libc::id_t;
                     nix::libc::setpriority(nix::libc::PRIO_PROCESS, tid, 19);
                 }
                 let _ = tx.send(prepare_next(&config, spare.as_ref(), &used));
