@@ -192,16 +192,27 @@ fn the_advice_without_root_is_to_run_as_root() {
         std::os::unix::fs::PermissionsExt::from_mode(0o644),
     )
     .unwrap();
-    let o = std::process::Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", bin()])
-        .args([
-            "--config",
-            setup.config.to_str().unwrap(),
-            "renew",
-            "--force",
-        ])
-        .output()
-        .unwrap();
+    let as_nobody = |args: &[&str]| {
+        std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", bin()])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    // The build directory may be one that only root can enter (a checkout under /root).
+    if !as_nobody(&["--version"]).status.success() {
+        skipped!(
+            "user 65534 cannot run {} (a directory on its way is closed)",
+            bin()
+        );
+        return;
+    }
+    let o = as_nobody(&[
+        "--config",
+        setup.config.to_str().unwrap(),
+        "renew",
+        "--force",
+    ]);
     assert_ne!(o.status.code(), Some(0));
     let err = stderr(&o);
     assert!(err.contains("run eit-certd as root"), "{err}");
