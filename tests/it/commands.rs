@@ -200,8 +200,7 @@ fn json_log_format_emits_json_lines() {
 fn check_refuses_paths_the_shipped_unit_may_not_write() {
     let emulator = Emulator::start(&[]);
     let scratch = tempfile::tempdir().unwrap();
-    // Not under /tmp: the unit's PrivateTmp=yes gives the daemon a writable /tmp of its own.
-    let swanctl_parent = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let swanctl_parent = tempfile::tempdir().unwrap();
     let swanctl = swanctl_parent.path().join("swanctl");
     std::fs::create_dir_all(&swanctl).unwrap();
     let setup = Setup::new(
@@ -225,11 +224,24 @@ fn check_refuses_paths_the_shipped_unit_may_not_write() {
     // No unit installed: nothing is known, nothing is claimed.
     assert_exit(&check(), 0);
 
-    std::fs::copy(
-        concat!(env!("CARGO_MANIFEST_DIR"), "/examples/eit-certd.service"),
-        units.join("eit-certd.service"),
-    )
+    // The shipped unit, but with this test's output.dir as its state directory, and without
+    // PrivateTmp (which makes every path under /tmp, where these tests live, writable).
+    let shipped = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/eit-certd.service"
+    ))
     .unwrap();
+    assert!(
+        shipped.contains("PrivateTmp=yes\n")
+            && shipped.contains("ReadWritePaths=/var/lib/eit-certd\n")
+    );
+    let unit = shipped
+        .replace("PrivateTmp=yes\n", "PrivateTmp=no\n")
+        .replace(
+            "ReadWritePaths=/var/lib/eit-certd\n",
+            &format!("ReadWritePaths={}\n", setup.out.display()),
+        );
+    std::fs::write(units.join("eit-certd.service"), unit).unwrap();
     let o = check();
     assert_exit(&o, 2);
     let text = stdout(&o);
