@@ -559,12 +559,15 @@ impl Daemon {
                         break;
                     };
                     let now = self.clock.now();
-                    // The status line follows what is still owed.
+                    // The status line follows what is still owed (for a usable set only:
+                    // this also sends READY when it was not sent yet).
                     if let (Ok(Some(set)), Some(next)) = (
                         self.core.renewer.store().read_current(),
                         self.core.state.next_renewal,
                     ) {
-                        self.core.announce_valid(&set.leaf, next);
+                        if set.is_usable(now.wall) {
+                            self.core.announce_valid(&set.leaf, next);
+                        }
                     }
                     if let Some(delay) = self.machine.hooks_ran(now, still_owed) {
                         tracing::info!(
@@ -821,7 +824,10 @@ impl Core {
         let Ok(Some(set)) = current else {
             return false;
         };
-        if !set.is_usable(now) || self.config.hooks.is_empty() {
+        if !set.is_usable(now) {
+            return false;
+        }
+        if self.config.hooks.is_empty() {
             // Whatever state.json still owes (the swanctl links, say) is run all the same.
             return self.state.hooks_owed.is_some();
         }
