@@ -350,3 +350,44 @@ fn the_systemd_status_line_says_degraded_while_a_hook_is_owed() {
     });
     assert!(status.contains("still owed: fails"), "{status}");
 }
+
+/// A typo saved into the config is found at the next start, typically a reboot. With
+/// `RestartPreventExitStatus=2` systemd stopped trying: nothing renewed, nothing alerted. The
+/// shipped unit keeps restarting (every RestartSec, with no start limit), logging the error.
+#[test]
+fn the_unit_keeps_retrying_a_configuration_error() {
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/eit-certd.service"
+    ))
+    .unwrap();
+    let settings: Vec<&str> = unit
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .collect();
+    assert!(
+        !settings
+            .iter()
+            .any(|l| l.starts_with("RestartPreventExitStatus")),
+        "{unit}"
+    );
+    assert!(settings.contains(&"Restart=on-failure"), "{unit}");
+    // In [Unit], where systemd reads it (in [Service] it is ignored with a warning).
+    let unit_section = unit.split("[Service]").next().unwrap();
+    assert!(
+        unit_section
+            .lines()
+            .any(|l| l.trim() == "StartLimitIntervalSec=0"),
+        "{unit}"
+    );
+    // And a config error is exit 2, which Restart=on-failure restarts.
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("config.toml");
+    std::fs::write(&config, "[certificate]\njiter = \"1s\"\n").unwrap();
+    let o = std::process::Command::new(bin())
+        .args(["--config", config.to_str().unwrap(), "run"])
+        .output()
+        .unwrap();
+    assert_exit(&o, 2);
+}
