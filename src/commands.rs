@@ -311,8 +311,15 @@ async fn renew(config_path: &Path, args: &RenewArgs) -> Outcome {
     let renewer = Renewer::new(config, client, store).map_err(usage)?;
     let outcome = renew_with_state(&renewer).await?;
     print_renewed(&outcome.renewed);
-    let failed_hooks: Vec<_> = outcome.hooks.iter().filter(|h| !h.ok).collect();
-    for hook in &failed_hooks {
+    Ok(report_failed_hooks(&outcome.hooks))
+}
+
+/// Names each hook that failed for the set just installed; the exit code: 1 when one did.
+/// Installed, but a consumer may still present the old certificate: not a success for a
+/// script that mounts next.
+fn report_failed_hooks<'a>(hooks: impl IntoIterator<Item = &'a crate::state::HookResult>) -> u8 {
+    let mut code = 0;
+    for hook in hooks.into_iter().filter(|h| !h.ok) {
         tracing::warn!(
             hook = %hook.name,
             "hook {} failed (the new certificate is installed, but that consumer may not use \
@@ -320,10 +327,9 @@ async fn renew(config_path: &Path, args: &RenewArgs) -> Outcome {
             hook.name,
             hook.detail
         );
+        code = 1;
     }
-    // Installed, but a consumer may still present the old certificate: not a success for a
-    // script that mounts next.
-    Ok(if failed_hooks.is_empty() { 0 } else { 1 })
+    code
 }
 
 /// `renew --force` while a daemon holds the lock: the daemon renews (SIGUSR1, as `systemctl
@@ -381,20 +387,9 @@ async fn renew_through_daemon(store: &Store, pid: u32) -> Outcome {
             }
             let serial = attempt.serial.clone().unwrap_or_default();
             out!("installed serial {serial} (renewed by the daemon, pid {pid})");
-            let failed_hooks: Vec<_> = state
-                .hooks
-                .iter()
-                .filter(|h| h.serial == serial && !h.ok)
-                .collect();
-            for hook in &failed_hooks {
-                tracing::warn!(
-                    hook = %hook.name,
-                    "hook {} failed (the new certificate is installed): {}",
-                    hook.name,
-                    hook.detail
-                );
-            }
-            return Ok(if failed_hooks.is_empty() { 0 } else { 1 });
+            return Ok(report_failed_hooks(
+                state.hooks.iter().filter(|h| h.serial == serial),
+            ));
         }
         if tokio::time::Instant::now() > deadline || !Path::new(&format!("/proc/{pid}")).exists() {
             return Err(failed(anyhow::anyhow!(
