@@ -62,7 +62,7 @@ use eit_certd::config::{CertificateConfig, Config};
 use eit_certd::metadata::client::Client;
 use eit_certd::pki::{csr, PrivateKey};
 use eit_certd::renew::{Renewer, Timings};
-use eit_certd::spare::{Prepared, Spare};
+use eit_certd::store::spare::{Prepared, Spare};
 use eit_certd::store::Store;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;

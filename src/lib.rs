@@ -19,34 +19,17 @@
 //! `metadata::client::TransportFailure`, classified from the underlying `io::Error` and
 //! `rustls::Error` types), never by their text.
 
-pub mod access;
-pub mod ca_expiry;
-pub mod check;
 pub mod cli;
-pub mod commands;
 pub mod config;
-pub mod config_words;
-pub mod consumers;
 pub mod daemon;
 #[cfg(feature = "emulator")]
 pub use eit_certd_emulator as emulator;
 pub mod files;
 pub mod footprint;
-pub mod hooks;
-pub mod lock;
-pub mod manpage;
+pub mod integrations;
 pub mod metadata;
-pub mod metrics;
 pub mod pki;
 pub mod renew;
-pub mod sandbox;
-pub mod schedule;
-pub mod spare;
-pub mod state;
-pub mod status;
+pub mod report;
 pub mod store;
-pub mod stunnel;
-pub mod swanctl;
-pub mod systemd;
 pub mod text;
-pub mod wallclock;

@@ -7,5 +7,5 @@ fn main() -> std::process::ExitCode {
     // cleanup, which would otherwise free its state at exit under a key still being generated
     // on another thread (the daemon pre-generates keys) and crash or hang the exit.
     openssl::init();
-    eit_certd::commands::main(eit_certd::cli::Cli::parse())
+    eit_certd::cli::commands::main(eit_certd::cli::Cli::parse())
 }

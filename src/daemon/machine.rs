@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 
-use crate::schedule::{Backoff, Failure, Policy};
+use crate::renew::schedule::{Backoff, Failure, Policy};
 
 /// The longest single wait. The wall-clock timer already wakes on time after a suspend and
 /// early when the clock is set; this only bounds the damage of anything unforeseen.

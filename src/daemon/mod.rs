@@ -5,7 +5,7 @@
 //! it is pure and unit-tested with a made-up clock. [`Daemon::run`] is the thin loop around
 //! it: read the clock, ask for the next [`machine::Step`], carry it out, report back.
 //!
-//! Between steps it waits on a wall-clock timer (a timerfd, see [`crate::wallclock`]) for
+//! Between steps it waits on a wall-clock timer (a timerfd, see [`crate::daemon::wallclock`]) for
 //! deadlines taken from certificates, and on the monotonic clock for retries: it wakes on time
 //! after a suspend and early when the clock is set. It also wakes for signals (TERM/INT stop,
 //! HUP reloads the config, USR1 renews now) and for file-system events on the config file,
@@ -14,10 +14,12 @@
 //! stop cuts the work short (an install is atomic; hooks cut short stay owed), the others wait.
 //!
 //! A failed attempt never touches the installed set; the next one follows a capped exponential
-//! backoff with full jitter ([`crate::schedule::Backoff`]). Outcomes are reported as typed
+//! backoff with full jitter ([`crate::renew::schedule::Backoff`]). Outcomes are reported as typed
 //! [`Event`]s (after rustls-acme) to whoever listens: the demo, tests, the log.
 
 pub mod machine;
+pub mod systemd;
+pub mod wallclock;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -31,16 +33,16 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::config::{CertificateConfig, Config};
-use crate::hooks::HookEnv;
-use crate::lock::DirLock;
+use crate::daemon::systemd::Notifier;
+use crate::daemon::wallclock::WallTimer;
 use crate::metadata::client::Client;
 use crate::pki::validate::{rfc3339, LeafInfo};
+use crate::renew::hooks::HookEnv;
+use crate::renew::schedule::{Backoff, Failure, Policy};
 use crate::renew::{AttemptOutcome, KeySource, RenewError, Renewer};
-use crate::schedule::{Backoff, Failure, Policy};
-use crate::state::State;
+use crate::store::lock::DirLock;
+use crate::store::state::State;
 use crate::store::{CurrentSet, Store, StoreError};
-use crate::systemd::Notifier;
-use crate::wallclock::WallTimer;
 
 use machine::{Input, Machine, Now, Phase, ReloadCause, SetView, Step};
 
@@ -53,7 +55,7 @@ pub enum DaemonError {
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
-    Lock(#[from] crate::lock::LockError),
+    Lock(#[from] crate::store::lock::LockError),
     #[error(transparent)]
     Renew(#[from] RenewError),
     #[error(transparent)]
@@ -61,10 +63,10 @@ pub enum DaemonError {
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
     #[error(transparent)]
-    Swanctl(#[from] crate::swanctl::SwanctlError),
+    Swanctl(#[from] crate::integrations::swanctl::SwanctlError),
     /// A hook program that cannot run (what `check` reports), with the fix.
     #[error("{0}")]
-    Hook(crate::check::Problem),
+    Hook(crate::report::check::Problem),
 }
 
 impl DaemonError {
@@ -95,7 +97,7 @@ pub enum Event {
         error: String,
         retry_in: Duration,
     },
-    HookFinished(crate::state::HookResult),
+    HookFinished(crate::store::state::HookResult),
 }
 
 /// A running daemon: its decisions, and the I/O they are carried out with.
@@ -350,7 +352,7 @@ impl FileFilter {
                 result.0 = true;
             } else if self.metrics.as_deref() == Some(path.as_path()) {
                 // Ours, rewritten after every attempt, and no part of the set.
-            } else if path.starts_with(self.out.join(crate::spare::SPARE_DIR)) {
+            } else if path.starts_with(self.out.join(crate::store::spare::SPARE_DIR)) {
                 // The spare is written and removed by us, and is no part of the set.
             } else if path.starts_with(&self.out) {
                 // Our bookkeeping files change on every attempt and say nothing about the set.
@@ -358,8 +360,8 @@ impl FileFilter {
                     .file_name()
                     .map(|n| n.to_string_lossy())
                     .unwrap_or_default();
-                if name != crate::state::STATE_FILE
-                    && name != crate::lock::LOCK_FILE
+                if name != crate::store::state::STATE_FILE
+                    && name != crate::store::lock::LOCK_FILE
                     && !name.starts_with(".tmp-")
                 {
                     result.1 = true;
@@ -397,10 +399,13 @@ impl Daemon {
     ) -> Result<Daemon, DaemonError> {
         let signals = Some(Signals::install()?);
         let config = Config::load(config_path)?;
-        crate::check::warn_about_config_file(config_path);
+        crate::report::check::warn_about_config_file(config_path);
         // What `check` refuses about the hooks, `run` refuses too: a hook that cannot start
         // fails at every install, and the daemon would look healthy meanwhile.
-        if let Some(problem) = crate::check::hook_programs(&config).into_iter().next() {
+        if let Some(problem) = crate::report::check::hook_programs(&config)
+            .into_iter()
+            .next()
+        {
             return Err(DaemonError::Hook(problem));
         }
         let store = Store::from_config(&config.output)?;
@@ -420,7 +425,7 @@ impl Daemon {
         // A path that is not ours is a configuration problem (refused here); a link that
         // cannot be made now (a read-only directory) is owed, and the daemon starts.
         let mut links_owed = false;
-        if let Some(layout) = crate::swanctl::Layout::from_config(&config) {
+        if let Some(layout) = crate::integrations::swanctl::Layout::from_config(&config) {
             layout.preflight()?;
             if let Err(e) = layout.ensure(&store) {
                 tracing::warn!("the [output.swanctl] links cannot be made now: {e}; retrying them with the hooks");
@@ -458,14 +463,16 @@ impl Daemon {
             .core
             .owe_hooks_of_unrecorded_install(&current, now.wall);
         if let (true, Ok(Some(set))) = (links_owed, &current) {
-            crate::state::owe_links(&mut daemon.core.state.hooks_owed, &set.leaf.serial_hex);
+            crate::store::state::owe_links(&mut daemon.core.state.hooks_owed, &set.leaf.serial_hex);
             owed = true;
         }
         if owed {
             daemon.machine.hooks_owed_at_start(now);
         }
-        let ca =
-            crate::ca_expiry::installed(daemon.core.renewer.store(), daemon.core.renewer.anchors());
+        let ca = crate::pki::ca_expiry::installed(
+            daemon.core.renewer.store(),
+            daemon.core.renewer.anchors(),
+        );
         for warning in ca.warnings(now.wall) {
             tracing::warn!("{warning}");
         }
@@ -783,8 +790,8 @@ impl Core {
         };
         let env = HookEnv::new(&set.dir, &set.leaf, owed.previous_serial.as_deref());
         for name in &owed.names {
-            if name == crate::state::SWANCTL_LINKS {
-                let linked = match crate::swanctl::Layout::from_config(&self.config) {
+            if name == crate::store::state::SWANCTL_LINKS {
+                let linked = match crate::integrations::swanctl::Layout::from_config(&self.config) {
                     Some(layout) => layout.link().map(|_| ()),
                     None => Ok(()),
                 };
@@ -803,7 +810,7 @@ impl Core {
                 continue;
             };
             tracing::info!(hook = %hook.name, serial = %owed.serial, "running a hook owed for the installed set");
-            let result = crate::hooks::run_one(&hook, &env).await;
+            let result = crate::renew::hooks::run_one(&hook, &env).await;
             self.state.hook_done(&hook.name, !result.ok && hook.retry);
             self.state.record_hook(result.clone());
             self.emit(Event::HookFinished(result));
@@ -835,7 +842,8 @@ impl Core {
         if self.state.installed_serial.as_deref() != Some(serial.as_str()) {
             tracing::info!(%serial, "the installed set was not recorded as installed by eit-certd; running its hooks to be sure its consumers use it");
             self.state.installed_serial = Some(serial.clone());
-            self.state.hooks_owed = crate::state::HooksOwed::all(serial, None, &self.config.hooks);
+            self.state.hooks_owed =
+                crate::store::state::HooksOwed::all(serial, None, &self.config.hooks);
         }
         self.state.hooks_owed.is_some()
     }
@@ -918,8 +926,8 @@ impl Core {
                 .ok()
                 .flatten()
                 .map(|s| s.leaf);
-            let ca = crate::ca_expiry::installed(self.renewer.store(), self.renewer.anchors());
-            if let Err(e) = crate::metrics::write(path, &self.state, leaf.as_ref(), &ca) {
+            let ca = crate::pki::ca_expiry::installed(self.renewer.store(), self.renewer.anchors());
+            if let Err(e) = crate::report::metrics::write(path, &self.state, leaf.as_ref(), &ca) {
                 tracing::warn!("cannot write the metrics file: {e}");
             }
         }

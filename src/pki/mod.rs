@@ -5,6 +5,7 @@
 //! `policy` and on issuer/subject links in `link`.
 
 pub mod anchors;
+pub mod ca_expiry;
 pub mod csr;
 pub mod key;
 pub mod link;

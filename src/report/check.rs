@@ -12,7 +12,7 @@ use crate::config::{Config, Endpoint};
 use crate::metadata::client::Client;
 use crate::pki::{PrivateKey, TrustAnchors};
 use crate::renew::Renewer;
-use crate::spare::Prepared;
+use crate::store::spare::Prepared;
 use crate::store::{self, Store};
 
 /// One problem: the key it is about, what is wrong, and how to fix it.
@@ -105,13 +105,13 @@ pub fn offline(config: &Config) -> Vec<Problem> {
         }
     }
     check_installed_modes(config, &mut problems);
-    problems.extend(crate::swanctl::check(config));
-    if let Some(sandbox) = crate::sandbox::Sandbox::installed() {
+    problems.extend(crate::integrations::swanctl::check(config));
+    if let Some(sandbox) = crate::report::sandbox::Sandbox::installed() {
         problems.extend(unit_may_write(config, &sandbox));
     }
     // A running consumer that cannot read the set fails at its next reload, whatever the
     // hook says (only processes that run now are known; the serial is not `check`'s business).
-    for consumer in crate::consumers::survey(config, None) {
+    for consumer in crate::report::consumers::survey(config, None) {
         for p in &consumer.processes {
             if let (Some(what), Some(fix)) = (&p.problem, &p.fix) {
                 problems.push(problem(
@@ -160,14 +160,14 @@ pub fn hook_programs(config: &Config) -> Vec<Problem> {
 /// Every directory the daemon writes in, with the config key that puts it there: under the
 /// installed unit's `ProtectSystem=strict` a path outside `ReadWritePaths=` fails at the first
 /// renewal (or silently, for the metrics), long after `check` said OK.
-pub fn unit_may_write(config: &Config, sandbox: &crate::sandbox::Sandbox) -> Vec<Problem> {
+pub fn unit_may_write(config: &Config, sandbox: &crate::report::sandbox::Sandbox) -> Vec<Problem> {
     let mut writes: Vec<(String, std::path::PathBuf)> =
         vec![("output.dir".into(), config.output.dir.0.clone())];
-    if let Some(layout) = crate::swanctl::Layout::from_config(config) {
+    if let Some(layout) = crate::integrations::swanctl::Layout::from_config(config) {
         for role in [
-            crate::swanctl::Role::Key,
-            crate::swanctl::Role::Cert,
-            crate::swanctl::Role::Chain,
+            crate::integrations::swanctl::Role::Key,
+            crate::integrations::swanctl::Role::Cert,
+            crate::integrations::swanctl::Role::Chain,
         ] {
             let path = layout.path(role);
             let dir = path.parent().unwrap_or(layout.dir()).to_path_buf();

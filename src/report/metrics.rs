@@ -5,9 +5,9 @@
 use std::fmt::Write;
 use std::path::Path;
 
-use crate::ca_expiry::CaExpiry;
+use crate::pki::ca_expiry::CaExpiry;
 use crate::pki::validate::LeafInfo;
-use crate::state::State;
+use crate::store::state::State;
 use crate::store::{write_atomic, StoreError};
 
 /// Renders the metrics for `state`, the installed leaf, if any, and the CAs above it.
@@ -195,7 +195,7 @@ mod tests {
         s.record_failure(datetime!(2026-01-01 00:00 UTC), "x");
         s.record_failure(datetime!(2026-01-01 00:01 UTC), "x");
         for (name, ok) in [("reload-stunnel", true), ("a\"b\\c\nd", false)] {
-            s.record_hook(crate::state::HookResult {
+            s.record_hook(crate::store::state::HookResult {
                 name: name.into(),
                 at: datetime!(2026-01-01 00:01 UTC),
                 ok,

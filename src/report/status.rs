@@ -9,11 +9,11 @@ use std::time::Duration;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::ca_expiry::CaExpiry;
+use crate::pki::ca_expiry::CaExpiry;
 use crate::pki::validate::rfc3339;
 use crate::pki::TrustAnchors;
-use crate::schedule::Policy;
-use crate::state::State;
+use crate::renew::schedule::Policy;
+use crate::store::state::State;
 use crate::store::{self, CurrentSet, KeyCheck, Store};
 
 /// Health, ordered from good to bad; the exit code follows it.
@@ -58,7 +58,9 @@ impl Report {
     pub fn plugin_exit_code(&self) -> u8 {
         let health = self.health.plugin_exit_code();
         match self.daemon {
-            Some(crate::lock::Holder::Free | crate::lock::Holder::NoLockFile) => health.max(1),
+            Some(crate::store::lock::Holder::Free | crate::store::lock::Holder::NoLockFile) => {
+                health.max(1)
+            }
             _ => health,
         }
     }
@@ -118,28 +120,28 @@ pub struct Report {
     pub state: State,
     /// The `[output.swanctl]` paths, when configured (filled in by the caller).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub swanctl: Option<Vec<crate::swanctl::PathStatus>>,
+    pub swanctl: Option<Vec<crate::integrations::swanctl::PathStatus>>,
     /// The CAs above the installed leaf (see [`Report::set_ca`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ca: Option<CaStatus>,
     /// Whether the next key and CSR are ready on disk (filled in by the caller).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub spare: Option<crate::spare::SpareState>,
+    pub spare: Option<crate::store::spare::SpareState>,
     /// The consumers the configured hooks reload: whether their users can read the set,
     /// and what they hold (filled in by the caller).
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub consumers: Vec<crate::consumers::Consumer>,
+    pub consumers: Vec<crate::report::consumers::Consumer>,
     /// Who holds the output directory's lock: a running daemon, or nobody (filled in by the
     /// caller).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub daemon: Option<crate::lock::Holder>,
+    pub daemon: Option<crate::store::lock::Holder>,
     /// Why the health is `degraded`, one sentence each (see [`Report::assess`]).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub degraded: Vec<String>,
 }
 
 /// The CAs above the installed leaf: when they expire, and a warning for each that does so
-/// within [`crate::ca_expiry::WARN_BEFORE`].
+/// within [`crate::pki::ca_expiry::WARN_BEFORE`].
 #[derive(Debug, Clone, Serialize)]
 pub struct CaStatus {
     /// The intermediate and the anchor, as far as known.
@@ -208,7 +210,7 @@ impl Report {
             Ok(a) => (a, None),
             Err(e) => (None, Some(e.to_string())),
         };
-        let expiry = crate::ca_expiry::installed(store, anchors.as_ref());
+        let expiry = crate::pki::ca_expiry::installed(store, anchors.as_ref());
         if expiry == CaExpiry::default() && anchor_problem.is_none() {
             return;
         }
@@ -361,7 +363,7 @@ impl Report {
             let _ = writeln!(out, "degraded      {why}");
         }
         match self.daemon {
-            Some(crate::lock::Holder::Held { pid }) => {
+            Some(crate::store::lock::Holder::Held { pid }) => {
                 let _ = writeln!(out, "daemon        running (pid {pid} holds the lock)");
             }
             Some(_) => {
@@ -540,13 +542,13 @@ impl Report {
         }
         if let Some(spare) = self.spare {
             let text = match spare {
-                crate::spare::SpareState::Ready => {
+                crate::store::spare::SpareState::Ready => {
                     "ready (the next renewal needs no key generation)"
                 }
-                crate::spare::SpareState::Absent => {
+                crate::store::spare::SpareState::Absent => {
                     "none yet (being prepared, or spare_key just enabled)"
                 }
-                crate::spare::SpareState::Disabled => {
+                crate::store::spare::SpareState::Disabled => {
                     "off (certificate.spare_key = false or reuse_key)"
                 }
             };

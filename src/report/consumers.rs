@@ -14,8 +14,8 @@ use std::process::Command;
 
 use serde::Serialize;
 
-use crate::access::Credentials;
 use crate::config::{Config, HookConfig};
+use crate::report::access::Credentials;
 use crate::store;
 
 /// A consumer that eit-certd reloads.

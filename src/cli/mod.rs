@@ -1,5 +1,8 @@
 //! Command-line interface types (clap derive). Parsing only; `commands` does the work.
 
+pub mod commands;
+pub mod manpage;
+
 #[cfg(feature = "emulator")]
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -184,7 +187,7 @@ pub struct StunnelConfigArgs {
     /// CA bundle that verifies the file server (stunnel `CAfile`). The default system bundle
     /// trusts every public CA; name the CA that signs the File Storage mount targets'
     /// certificates instead, e.g. /etc/stunnel/file-storage-ca.pem.
-    #[arg(long, default_value = crate::stunnel::SYSTEM_CA_BUNDLE)]
+    #[arg(long, default_value = crate::integrations::stunnel::SYSTEM_CA_BUNDLE)]
     pub ca_file: PathBuf,
     /// Name the server's certificate must carry (stunnel `checkHost`), instead of the
     /// --connect host or address.
@@ -207,7 +210,7 @@ pub struct SwanctlConfigArgs {
 }
 
 fn parse_connection_name(s: &str) -> Result<String, String> {
-    crate::swanctl::validate_connection_name(s).map(|()| s.to_string())
+    crate::integrations::swanctl::validate_connection_name(s).map(|()| s.to_string())
 }
 
 #[derive(Debug, Args)]

@@ -20,15 +20,15 @@ use crate::cli::{DemoArgs, EmulatorArgs};
 use crate::config::Config;
 #[cfg(feature = "emulator")]
 use crate::emulator;
-use crate::lock::DirLock;
 use crate::metadata::client::Client;
 use crate::pki::validate::rfc3339;
+use crate::renew::schedule::Policy;
 use crate::renew::{AttemptOutcome, KeySource, Renewed, Renewer};
-use crate::schedule::Policy;
-use crate::state::State;
-use crate::status;
+use crate::report::status;
 #[cfg(feature = "emulator")]
 use crate::store;
+use crate::store::lock::DirLock;
+use crate::store::state::State;
 use crate::store::Store;
 
 /// Writes a line to stdout. A reader that went away (`status --json | head`) ends only our
@@ -256,10 +256,12 @@ async fn run_daemon(config_path: &Path, args: &RunArgs) -> Outcome {
 
 async fn renew(config_path: &Path, args: &RenewArgs) -> Outcome {
     let config = load_config(config_path)?;
-    crate::check::warn_about_config_file(config_path);
+    crate::report::check::warn_about_config_file(config_path);
     if args.dry_run {
         // certbot's spelling of `check --online`: the pipeline, nothing installed.
-        let report = crate::check::online(&config).await.map_err(failed)?;
+        let report = crate::report::check::online(&config)
+            .await
+            .map_err(failed)?;
         out!("{report}");
         return Ok(0);
     }
@@ -267,7 +269,7 @@ async fn renew(config_path: &Path, args: &RenewArgs) -> Outcome {
     store.check_safe().map_err(usage)?;
     let _lock = match DirLock::acquire(store.dir()) {
         Ok(lock) => lock,
-        Err(crate::lock::LockError::Held {
+        Err(crate::store::lock::LockError::Held {
             holder: Some(pid), ..
         }) if args.force => return renew_through_daemon(&store, pid).await,
         Err(e) => return Err(failed(e)),
@@ -276,7 +278,7 @@ async fn renew(config_path: &Path, args: &RenewArgs) -> Outcome {
         tracing::warn!("{note}");
     }
     // Before anything is requested: a swanctl path that is not ours is refused here.
-    let swanctl = crate::swanctl::Layout::from_config(&config);
+    let swanctl = crate::integrations::swanctl::Layout::from_config(&config);
     let linked = match &swanctl {
         Some(layout) => {
             layout
@@ -317,7 +319,9 @@ async fn renew(config_path: &Path, args: &RenewArgs) -> Outcome {
 /// Names each hook that failed for the set just installed; the exit code: 1 when one did.
 /// Installed, but a consumer may still present the old certificate: not a success for a
 /// script that mounts next.
-fn report_failed_hooks<'a>(hooks: impl IntoIterator<Item = &'a crate::state::HookResult>) -> u8 {
+fn report_failed_hooks<'a>(
+    hooks: impl IntoIterator<Item = &'a crate::store::state::HookResult>,
+) -> u8 {
     let mut code = 0;
     for hook in hooks.into_iter().filter(|h| !h.ok) {
         tracing::warn!(
@@ -371,7 +375,7 @@ async fn renew_through_daemon(store: &Store, pid: u32) -> Outcome {
             state.hooks_owed.as_ref().is_some_and(|owed| {
                 Some(&owed.serial) == serial.as_ref()
                     && owed.names.iter().any(|n| {
-                        n != crate::state::SWANCTL_LINKS
+                        n != crate::store::state::SWANCTL_LINKS
                             && !state
                                 .hooks
                                 .iter()
@@ -420,9 +424,9 @@ async fn renew_with_state(renewer: &Renewer) -> Result<AttemptOutcome, Failure> 
         let leaf = result.as_ref().ok().map(|o| &o.renewed.verified.leaf);
         let ca = result
             .as_ref()
-            .map(|o| crate::ca_expiry::CaExpiry::from_verified(&o.renewed.verified))
+            .map(|o| crate::pki::ca_expiry::CaExpiry::from_verified(&o.renewed.verified))
             .unwrap_or_default();
-        if let Err(e) = crate::metrics::write(path, &state, leaf, &ca) {
+        if let Err(e) = crate::report::metrics::write(path, &state, leaf, &ca) {
             tracing::warn!("cannot write the metrics file: {e}");
         }
     }
@@ -469,12 +473,12 @@ fn show_status(config_path: &Path, args: &StatusArgs) -> Outcome {
     };
     let now = OffsetDateTime::now_utc();
     let mut report = status::gather(&store, &Policy::from(&config.certificate), now);
-    report.daemon = Some(crate::lock::holder(store.dir()));
-    report.swanctl = crate::swanctl::Layout::from_config(&config).map(|l| l.status());
+    report.daemon = Some(crate::store::lock::holder(store.dir()));
+    report.swanctl = crate::integrations::swanctl::Layout::from_config(&config).map(|l| l.status());
     report.set_ca(&store, &config.certificate, now);
-    report.spare = Some(crate::spare::Spare::new(store.dir()).state(&config));
+    report.spare = Some(crate::store::spare::Spare::new(store.dir()).state(&config));
     let serial = report.installed.as_ref().map(|i| i.serial.clone());
-    report.consumers = crate::consumers::survey(&config, serial.as_deref());
+    report.consumers = crate::report::consumers::survey(&config, serial.as_deref());
     report.assess(config_problem.as_deref());
     if args.json {
         let json = serde_json::to_string_pretty(&report).map_err(failed)?;
@@ -516,8 +520,8 @@ fn config_or_defaults(path: &Path) -> Result<Config, Failure> {
 
 async fn check(config_path: &Path, args: &CheckArgs) -> Outcome {
     let config = load_config(config_path)?;
-    let mut problems = crate::check::config_file(config_path);
-    problems.extend(crate::check::offline(&config));
+    let mut problems = crate::report::check::config_file(config_path);
+    problems.extend(crate::report::check::offline(&config));
     for p in &problems {
         out!("problem: {p}");
     }
@@ -530,7 +534,9 @@ async fn check(config_path: &Path, args: &CheckArgs) -> Outcome {
     }
     out!("{}: configuration OK", config_path.display());
     if args.online {
-        let report = crate::check::online(&config).await.map_err(failed)?;
+        let report = crate::report::check::online(&config)
+            .await
+            .map_err(failed)?;
         out!("{report}");
     }
     Ok(0)
@@ -635,7 +641,7 @@ async fn instance(config_path: &Path, args: &InstanceArgs) -> Outcome {
 
 fn stunnel_config(config_path: &Path, args: &StunnelConfigArgs) -> Outcome {
     let config = config_or_defaults(config_path)?;
-    let section = crate::stunnel::Section {
+    let section = crate::integrations::stunnel::Section {
         name: &args.name,
         accept: &args.accept,
         connect: &args.connect,
@@ -651,7 +657,7 @@ fn stunnel_config(config_path: &Path, args: &StunnelConfigArgs) -> Outcome {
 
 fn swanctl_config(config_path: &Path, args: &SwanctlConfigArgs) -> Outcome {
     let config = config_or_defaults(config_path)?;
-    let layout = match crate::swanctl::Layout::from_config(&config) {
+    let layout = match crate::integrations::swanctl::Layout::from_config(&config) {
         Some(layout) => layout,
         None => {
             eprintln!(
@@ -661,16 +667,16 @@ fn swanctl_config(config_path: &Path, args: &SwanctlConfigArgs) -> Outcome {
             );
             let mut with_table = config.clone();
             with_table.output.swanctl = Some(Default::default());
-            crate::swanctl::Layout::from_config(&with_table).expect("table set")
+            crate::integrations::swanctl::Layout::from_config(&with_table).expect("table set")
         }
     };
-    let connection = crate::swanctl::Connection {
+    let connection = crate::integrations::swanctl::Connection {
         remote: args.remote,
         name: args
             .name
             .clone()
-            .unwrap_or_else(|| crate::swanctl::default_connection_name(args.remote)),
-        cert: layout.path(crate::swanctl::Role::Cert),
+            .unwrap_or_else(|| crate::integrations::swanctl::default_connection_name(args.remote)),
+        cert: layout.path(crate::integrations::swanctl::Role::Cert),
     };
     out_raw!("{}", connection.render(layout.dir()));
     Ok(0)
@@ -678,11 +684,11 @@ fn swanctl_config(config_path: &Path, args: &SwanctlConfigArgs) -> Outcome {
 
 /// `can-read`: 0 when the process could read every path, 1 naming the first it could not.
 fn can_read(args: &CanReadArgs) -> Outcome {
-    let creds = crate::access::Credentials::of_process(args.pid).map_err(usage)?;
+    let creds = crate::report::access::Credentials::of_process(args.pid).map_err(usage)?;
     for path in &args.paths {
         match creds.can_read(path) {
             Ok(()) => {}
-            Err(e @ crate::access::AccessError::Relative { .. }) => return Err(usage(e)),
+            Err(e @ crate::report::access::AccessError::Relative { .. }) => return Err(usage(e)),
             Err(e) => {
                 return Err(failed(anyhow::Error::from(e).context(format!(
                     "process {} (uid {}, gid {})",
@@ -706,7 +712,7 @@ fn completions(args: &CompletionsArgs) -> Outcome {
 fn man() -> Outcome {
     use clap::CommandFactory;
     let mut text = Vec::new();
-    crate::manpage::render(Cli::command(), &mut text).map_err(failed)?;
+    crate::cli::manpage::render(Cli::command(), &mut text).map_err(failed)?;
     out_raw!("{}", String::from_utf8_lossy(&text));
     Ok(0)
 }
@@ -1003,7 +1009,7 @@ mod tests {
                     cause: io(),
                 },
             }),
-            Box::new(crate::lock::LockError::Io {
+            Box::new(crate::store::lock::LockError::Io {
                 path: "/o/.lock".into(),
                 cause: io(),
             }),

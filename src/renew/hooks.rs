@@ -15,8 +15,8 @@ use tokio::io::AsyncReadExt;
 
 use crate::config::HookConfig;
 use crate::pki::validate::{rfc3339, LeafInfo};
-use crate::state::HookResult;
 use crate::store;
+use crate::store::state::HookResult;
 
 /// Output kept per stream; a chatty hook cannot grow the daemon.
 const OUTPUT_LIMIT: usize = 16 * 1024;

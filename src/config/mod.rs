@@ -4,6 +4,8 @@
 //! Range checks live in `try_from` newtypes rather than in a later pass: that way serde hands
 //! the failing value's span to `toml`, and the message can point at the offending line.
 
+pub mod words;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -127,7 +129,7 @@ pub struct CertificateConfig {
     /// Keep the key across renewals instead of generating a new one for each certificate.
     pub reuse_key: bool,
     /// Keep the next key and its signed CSR on disk (`output.dir/spare/`), so that a start
-    /// over an expired set renews without generating a key. See [`crate::spare`].
+    /// over an expired set renews without generating a key. See [`crate::store::spare`].
     pub spare_key: bool,
 }
 
@@ -158,7 +160,7 @@ pub struct OutputConfig {
     /// Prometheus textfile (node_exporter's textfile collector) rewritten after each attempt.
     pub metrics_file: Option<MetricsFile>,
     /// `[output.swanctl]`: strongSwan's credential paths kept pointing at the current set
-    /// (zonal shares over IPsec); absent = off. See [`crate::swanctl`].
+    /// (zonal shares over IPsec); absent = off. See [`crate::integrations::swanctl`].
     pub swanctl: Option<SwanctlConfig>,
 }
 
@@ -334,7 +336,11 @@ impl Config {
                 path: path.to_path_buf(),
                 line,
                 snippet,
-                message: crate::config_words::explain(text, e.span().map(|s| s.start), e.message()),
+                message: crate::config::words::explain(
+                    text,
+                    e.span().map(|s| s.start),
+                    e.message(),
+                ),
             }
         })?;
         config.check(path)?;
@@ -1026,7 +1032,7 @@ mod example_tests {
     /// The shipped example must parse and must say exactly the defaults it claims to.
     #[test]
     fn shipped_example_is_the_defaults() {
-        let text = include_str!("../examples/config.toml");
+        let text = include_str!("../../examples/config.toml");
         let parsed = Config::parse(text, Path::new("examples/config.toml")).unwrap();
         let defaults = Config::parse("", Path::new("empty")).unwrap();
         assert_eq!(parsed, defaults);
@@ -1036,8 +1042,8 @@ mod example_tests {
     #[test]
     fn documented_snippets_parse() {
         for (name, doc) in [
-            ("README.md", include_str!("../README.md")),
-            ("hooks/README.md", include_str!("../hooks/README.md")),
+            ("README.md", include_str!("../../README.md")),
+            ("hooks/README.md", include_str!("../../hooks/README.md")),
         ] {
             let blocks: Vec<&str> = doc
                 .split("```toml\n")
@@ -1054,4 +1060,4 @@ mod example_tests {
 }
 
 /// The commented configuration `eit-certd init` writes (also `examples/config.toml`).
-pub const EXAMPLE: &str = include_str!("../examples/config.toml");
+pub const EXAMPLE: &str = include_str!("../../examples/config.toml");

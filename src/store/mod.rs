@@ -17,6 +17,10 @@
 //! what this attempt wrote and leaves `current` and every older generation untouched, so readers
 //! never see a mixed set and a failed renewal never costs the installed one.
 
+pub mod lock;
+pub mod spare;
+pub mod state;
+
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};

@@ -3,20 +3,23 @@
 //!
 //! Used by the one-shot `renew` command and by the daemon; neither knows the steps.
 
+pub mod hooks;
+pub mod schedule;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use time::OffsetDateTime;
 
-use crate::ca_expiry::CaExpiry;
+use self::hooks::HookEnv;
 use crate::config::Config;
-use crate::hooks::{self, HookEnv};
 use crate::metadata::client::{Client, ClientError};
+use crate::pki::ca_expiry::CaExpiry;
 use crate::pki::csr::CsrError;
 use crate::pki::validate::{self, LeafInfo};
 use crate::pki::{AnchorError, KeyError, PrivateKey, Rejection, TrustAnchors, Verified};
-use crate::spare::{Prepared, Spare};
-use crate::state::{HookResult, HooksOwed, State};
+use crate::store::spare::{Prepared, Spare};
+use crate::store::state::{HookResult, HooksOwed, State};
 use crate::store::{Generation, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -38,7 +41,7 @@ pub enum RenewError {
     #[error("the certificate check did not finish: {0}")]
     ValidationAborted(String),
     #[error(transparent)]
-    Swanctl(#[from] crate::swanctl::SwanctlError),
+    Swanctl(#[from] crate::integrations::swanctl::SwanctlError),
 }
 
 impl From<Rejection> for RenewError {
@@ -80,7 +83,7 @@ pub struct Renewed {
     /// What `current` held before, if anything.
     pub previous: Option<LeafInfo>,
     /// Why the `[output.swanctl]` links could not be made after the install, if they could
-    /// not: owed (see [`crate::state::SWANCTL_LINKS`]).
+    /// not: owed (see [`crate::store::state::SWANCTL_LINKS`]).
     pub links_owed: Option<String>,
     /// The service's own `expires_at`, for the log only: the certificate's notAfter rules.
     pub claimed_expires_at: String,
@@ -228,7 +231,7 @@ impl Renewer {
                         "the new set is installed, but the [output.swanctl] links are not: {why}; \
                          retrying them with the hooks, without a new certificate"
                     );
-                    crate::state::owe_links(&mut state.hooks_owed, &leaf.serial_hex);
+                    crate::store::state::owe_links(&mut state.hooks_owed, &leaf.serial_hex);
                 }
                 if let Err(e) = state.save(self.store.dir()) {
                     tracing::warn!("cannot record the install in state.json: {e}");
@@ -334,7 +337,7 @@ impl Renewer {
         // A `current` that is not our symlink is refused before anything is requested, and so
         // is a swanctl path that is not ours.
         self.store.current_generation()?;
-        let swanctl = crate::swanctl::Layout::from_config(&self.config);
+        let swanctl = crate::integrations::swanctl::Layout::from_config(&self.config);
         if let Some(layout) = &swanctl {
             layout.preflight()?;
             layout.writable()?;
@@ -389,7 +392,7 @@ impl Renewer {
 ///
 /// RSA-4096 generation takes seconds, so after each install the next key is generated ahead of
 /// time on a low-priority thread, its CSR signed, and (with `certificate.spare_key`, the
-/// default) kept on disk as the spare (see [`crate::spare`]), so that a restart finds it too.
+/// default) kept on disk as the spare (see [`crate::store::spare`]), so that a restart finds it too.
 /// A renewal takes, in order: the installed key (`certificate.reuse_key`), the key prepared in
 /// memory if it is finished, the spare on disk, and otherwise a key generated now at normal
 /// priority, one attempt per core, the first one finished winning. It never waits for the

@@ -32,8 +32,8 @@ use std::path::{Component, Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::check::Problem;
 use crate::config::Config;
+use crate::report::check::Problem;
 use crate::store::{self, Store};
 
 /// swanctl's directory, where it exists; RHEL and its rebuilds use the second.

@@ -171,8 +171,8 @@ impl Sandbox {
 mod tests {
     use super::*;
 
-    const SHIPPED: &str = include_str!("../examples/eit-certd.service");
-    const SWANCTL_DROPIN: &str = include_str!("../examples/eit-certd-swanctl.conf");
+    const SHIPPED: &str = include_str!("../../examples/eit-certd.service");
+    const SWANCTL_DROPIN: &str = include_str!("../../examples/eit-certd-swanctl.conf");
 
     fn sandbox(files: &[&str]) -> Sandbox {
         let mut s = Sandbox {
