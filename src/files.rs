@@ -8,8 +8,8 @@
 //! in between) tells what it really is, and the read stops one byte past the cap.
 
 use std::fs::{File, OpenOptions};
-use std::io::Read;
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::io::{Read, Write};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use zeroize::Zeroizing;
@@ -277,6 +277,99 @@ fn read_into(file: File, path: &Path, limit: u64, data: &mut Vec<u8>) -> Result<
     Ok(())
 }
 
+/// What every file eit-certd writes is named while it is being written, before a rename
+/// gives it its real name: a name that starts with it is ours and unfinished (a crash between
+/// the two leaves one behind, which the next install removes, and which the daemon's watch
+/// ignores).
+pub const TMP_PREFIX: &str = ".tmp-";
+
+/// Whether `name` is a file being written (see [`TMP_PREFIX`]).
+pub fn is_temporary(name: &std::ffi::OsStr) -> bool {
+    name.as_encoded_bytes().starts_with(TMP_PREFIX.as_bytes())
+}
+
+/// A write that failed: which step, on which file, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot {action} {}: {cause}{}", path.display(), write_hint(path, cause))]
+pub struct WriteError {
+    /// The step that failed (`create`, `write`, `fsync`, `replace`, ...).
+    pub action: &'static str,
+    pub path: PathBuf,
+    pub cause: std::io::Error,
+}
+
+fn write_hint(path: &Path, e: &std::io::Error) -> String {
+    let dir = path.parent().unwrap_or(Path::new("/")).display();
+    match e.raw_os_error() {
+        _ if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            format!(" (permission denied: run as root, or make {dir} writable by this user)")
+        }
+        Some(nix::libc::ENOSPC) => format!(" (the file system is full: free space under {dir})"),
+        Some(nix::libc::EFBIG) => {
+            " (a file size limit was hit: check `ulimit -f` / LimitFSIZE= for this service)".into()
+        }
+        Some(nix::libc::EROFS) => format!(" (read-only file system: {dir} cannot be written)"),
+        _ => String::new(),
+    }
+}
+
+fn write_error(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> WriteError {
+    let path = path.to_path_buf();
+    move |cause| WriteError {
+        action,
+        path,
+        cause,
+    }
+}
+
+/// Creates `path` (which must not exist) holding `data` with `mode` (and `group`, if given)
+/// set before the first byte is written, and fsyncs it.
+pub fn write_new(
+    path: &Path,
+    data: &[u8],
+    mode: u32,
+    group: Option<nix::unistd::Gid>,
+) -> Result<(), WriteError> {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode & 0o600)
+        .open(path)
+        .map_err(write_error("create", path))?;
+    if let Some(gid) = group {
+        nix::unistd::fchown(&f, None, Some(gid))
+            .map_err(|e| write_error("chown", path)(e.into()))?;
+    }
+    f.set_permissions(std::fs::Permissions::from_mode(mode))
+        .map_err(write_error("chmod", path))?;
+    f.write_all(data).map_err(write_error("write", path))?;
+    f.sync_all().map_err(write_error("fsync", path))
+}
+
+/// Makes a rename, a new entry or a removal in `dir` durable.
+pub fn fsync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir).and_then(|d| d.sync_all())
+}
+
+/// Replaces `path` with `data` atomically (temp file, fsync, rename, fsync of the directory).
+/// Used for `state.json` and the metrics textfile.
+pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), WriteError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    let tmp = dir.join(format!("{TMP_PREFIX}{name}-{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let result = write_new(&tmp, data, mode, None)
+        .and_then(|()| std::fs::rename(&tmp, path).map_err(write_error("replace", path)))
+        .and_then(|()| fsync_dir(dir).map_err(write_error("fsync", dir)));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -328,5 +421,15 @@ mod tests {
             read(&zero, Links::Follow, 10).unwrap_err(),
             ReadError::NotRegular { .. }
         ));
+    }
+
+    #[test]
+    fn atomic_write_replaces_whole_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("state.json");
+        super::write_atomic(&p, b"one", 0o644).unwrap();
+        super::write_atomic(&p, b"two", 0o644).unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"two");
+        assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 1);
     }
 }

@@ -1,6 +1,8 @@
-//! Text from outside (the service's messages, names in its certificates) made fit for one log
-//! line or one sd_notify field: a line break there could forge a log line or add a field such
-//! as `READY=1`.
+//! Text: what comes from outside (the service's messages, names in its certificates) made fit
+//! for one log line or one sd_notify field (a line break there could forge a log line or add a
+//! field such as `READY=1`), and the few formats every report shares (hex, RFC 3339 times).
+
+use time::OffsetDateTime;
 
 /// `text` with control characters and every line-breaking whitespace turned into spaces.
 pub fn one_line(text: &str) -> String {
@@ -24,6 +26,23 @@ pub fn bounded(text: &str, limit: usize) -> String {
         line.push('…');
     }
     line
+}
+
+/// Upper-case hex, as serials are printed (and as `openssl x509 -serial` prints them).
+pub fn hex_upper(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02X}")).collect()
+}
+
+/// Lower-case hex, as fingerprints are printed (as `sha256sum` prints digests).
+pub fn hex_lower(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// RFC 3339 in whole seconds: sub-second digits are noise for certificate times.
+pub fn rfc3339(t: OffsetDateTime) -> String {
+    let t = t.replace_nanosecond(0).unwrap_or(t);
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.to_string())
 }
 
 #[cfg(test)]

@@ -21,7 +21,6 @@ use crate::config::Config;
 #[cfg(feature = "emulator")]
 use crate::emulator;
 use crate::metadata::client::Client;
-use crate::pki::validate::rfc3339;
 use crate::renew::schedule::Policy;
 use crate::renew::{AttemptOutcome, KeySource, Renewed, Renewer};
 use crate::report::status;
@@ -30,6 +29,7 @@ use crate::store;
 use crate::store::lock::DirLock;
 use crate::store::state::State;
 use crate::store::Store;
+use crate::text::rfc3339;
 
 /// Writes a line to stdout. A reader that went away (`status --json | head`) ends only our
 /// output: the write error is ignored and the command exits with its own code (Rust ignores
@@ -49,26 +49,26 @@ macro_rules! out_raw {
 
 /// A failed command: what to print and which code to exit with.
 #[derive(Debug)]
-pub struct Failure {
+pub struct CommandError {
     pub code: u8,
     pub error: anyhow::Error,
 }
 
-fn usage(e: impl Into<anyhow::Error>) -> Failure {
-    Failure {
+fn usage(e: impl Into<anyhow::Error>) -> CommandError {
+    CommandError {
         code: 2,
         error: e.into(),
     }
 }
 
-fn failed(e: impl Into<anyhow::Error>) -> Failure {
-    Failure {
+fn failed(e: impl Into<anyhow::Error>) -> CommandError {
+    CommandError {
         code: 1,
         error: e.into(),
     }
 }
 
-type Outcome = Result<u8, Failure>;
+type CommandResult = Result<u8, CommandError>;
 
 /// Entry point for `main`: sets up logging and a runtime, runs the command.
 pub fn main(cli: Cli) -> ExitCode {
@@ -104,11 +104,11 @@ pub fn main(cli: Cli) -> ExitCode {
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
     match result {
         Ok(code) => ExitCode::from(code),
-        Err(Failure { code, error }) if json => {
+        Err(CommandError { code, error }) if json => {
             tracing::error!(exit_code = code, "{}", render(&error));
             ExitCode::from(code)
         }
-        Err(Failure { code, error }) => {
+        Err(CommandError { code, error }) => {
             let _ = writeln!(std::io::stderr(), "eit-certd: {}", render(&error));
             ExitCode::from(code)
         }
@@ -127,7 +127,7 @@ fn render(error: &anyhow::Error) -> String {
         .join(": ")
 }
 
-async fn dispatch(cli: Cli) -> Outcome {
+async fn dispatch(cli: Cli) -> CommandResult {
     match cli.command {
         Command::Run(ref args) => run_daemon(&cli.config, args).await,
         Command::Renew(ref args) => renew(&cli.config, args).await,
@@ -238,15 +238,15 @@ impl LogStyle {
     }
 }
 
-fn load_config(path: &Path) -> Result<Config, Failure> {
+fn load_config(path: &Path) -> Result<Config, CommandError> {
     Config::load(path).map_err(usage)
 }
 
-fn open_store(config: &Config) -> Result<Store, Failure> {
+fn open_store(config: &Config) -> Result<Store, CommandError> {
     Store::from_config(&config.output).map_err(usage)
 }
 
-async fn run_daemon(config_path: &Path, args: &RunArgs) -> Outcome {
+async fn run_daemon(config_path: &Path, args: &RunArgs) -> CommandResult {
     let daemon = crate::daemon::Daemon::start(config_path, args.metrics_file.clone())
         .await
         .map_err(|e| if e.is_usage() { usage(e) } else { failed(e) })?;
@@ -254,7 +254,7 @@ async fn run_daemon(config_path: &Path, args: &RunArgs) -> Outcome {
     Ok(0)
 }
 
-async fn renew(config_path: &Path, args: &RenewArgs) -> Outcome {
+async fn renew(config_path: &Path, args: &RenewArgs) -> CommandResult {
     let config = load_config(config_path)?;
     crate::report::check::warn_about_config_file(config_path);
     if args.dry_run {
@@ -338,7 +338,7 @@ fn report_failed_hooks<'a>(
 
 /// `renew --force` while a daemon holds the lock: the daemon renews (SIGUSR1, as `systemctl
 /// kill -s USR1 eit-certd`), and this waits for the attempt it records in state.json.
-async fn renew_through_daemon(store: &Store, pid: u32) -> Outcome {
+async fn renew_through_daemon(store: &Store, pid: u32) -> CommandResult {
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
     if !comm.trim().starts_with("eit-certd") {
         return Err(failed(anyhow::anyhow!(
@@ -406,7 +406,7 @@ async fn renew_through_daemon(store: &Store, pid: u32) -> Outcome {
 
 /// One attempt with a fresh key and the hooks, recorded in `state.json` (and the metrics file)
 /// whatever the outcome.
-async fn renew_with_state(renewer: &Renewer) -> Result<AttemptOutcome, Failure> {
+async fn renew_with_state(renewer: &Renewer) -> Result<AttemptOutcome, CommandError> {
     let config = renewer.config();
     let dir = renewer.store().dir().to_path_buf();
     let mut state = State::load(&dir);
@@ -448,12 +448,12 @@ fn print_renewed(r: &Renewed) {
     }
 }
 
-fn show_status(config_path: &Path, args: &StatusArgs) -> Outcome {
+fn show_status(config_path: &Path, args: &StatusArgs) -> CommandResult {
     // A config that does not load (a typo saved into it) must not hide the installed set: the
     // report is made with the defaults, says so, and the exit code says the config is broken.
     let (config, config_problem) = match load_config(config_path) {
         Ok(c) => (c, None),
-        Err(Failure { error, .. }) if config_path.exists() => {
+        Err(CommandError { error, .. }) if config_path.exists() => {
             let mut defaults = Config::parse("", config_path).map_err(usage)?;
             // Where the set is, if the broken file still says (a typo elsewhere in it).
             if let Some(dir) = salvage_output_dir(config_path) {
@@ -510,7 +510,7 @@ fn salvage_output_dir(path: &Path) -> Option<crate::config::OutputDir> {
 
 /// For the metadata commands, which are useful before anything is configured: a missing file
 /// means the defaults. A file that exists must be valid.
-fn config_or_defaults(path: &Path) -> Result<Config, Failure> {
+fn config_or_defaults(path: &Path) -> Result<Config, CommandError> {
     if !path.exists() {
         tracing::debug!(path = %path.display(), "no config file; using the defaults");
         return Config::parse("", path).map_err(usage);
@@ -518,7 +518,7 @@ fn config_or_defaults(path: &Path) -> Result<Config, Failure> {
     load_config(path)
 }
 
-async fn check(config_path: &Path, args: &CheckArgs) -> Outcome {
+async fn check(config_path: &Path, args: &CheckArgs) -> CommandResult {
     let config = load_config(config_path)?;
     let mut problems = crate::report::check::config_file(config_path);
     problems.extend(crate::report::check::offline(&config));
@@ -542,7 +542,7 @@ async fn check(config_path: &Path, args: &CheckArgs) -> Outcome {
     Ok(0)
 }
 
-fn init(path: &Path) -> Outcome {
+fn init(path: &Path) -> CommandResult {
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
     // `-` is standard output, as for every other Unix tool (it wrote a file named "-").
     if path == Path::new("-") {
@@ -592,12 +592,12 @@ fn init(path: &Path) -> Outcome {
     Ok(0)
 }
 
-async fn metadata_client(config_path: &Path) -> Result<Client, Failure> {
+async fn metadata_client(config_path: &Path) -> Result<Client, CommandError> {
     let config = config_or_defaults(config_path)?;
     Client::connect(&config.metadata).map_err(failed)
 }
 
-async fn token(config_path: &Path, args: &TokenArgs) -> Outcome {
+async fn token(config_path: &Path, args: &TokenArgs) -> CommandResult {
     if !(5..=3600).contains(&args.lifetime.as_secs()) {
         return Err(usage(anyhow::anyhow!(
             "--lifetime must be between 5s and 1h (the service's range)"
@@ -609,7 +609,7 @@ async fn token(config_path: &Path, args: &TokenArgs) -> Outcome {
     Ok(0)
 }
 
-async fn iam_token(config_path: &Path, args: &IamTokenArgs) -> Outcome {
+async fn iam_token(config_path: &Path, args: &IamTokenArgs) -> CommandResult {
     let client = metadata_client(config_path).await?;
     let profile = crate::metadata::api::TrustedProfileRef {
         id: args.profile_id.clone(),
@@ -620,7 +620,7 @@ async fn iam_token(config_path: &Path, args: &IamTokenArgs) -> Outcome {
     Ok(0)
 }
 
-async fn instance(config_path: &Path, args: &InstanceArgs) -> Outcome {
+async fn instance(config_path: &Path, args: &InstanceArgs) -> CommandResult {
     let client = metadata_client(config_path).await?;
     let instance = client.instance().await.map_err(failed)?;
     if args.json {
@@ -639,7 +639,7 @@ async fn instance(config_path: &Path, args: &InstanceArgs) -> Outcome {
     Ok(0)
 }
 
-fn stunnel_config(config_path: &Path, args: &StunnelConfigArgs) -> Outcome {
+fn stunnel_config(config_path: &Path, args: &StunnelConfigArgs) -> CommandResult {
     let config = config_or_defaults(config_path)?;
     let section = crate::integrations::stunnel::Section {
         name: &args.name,
@@ -655,7 +655,7 @@ fn stunnel_config(config_path: &Path, args: &StunnelConfigArgs) -> Outcome {
     Ok(0)
 }
 
-fn swanctl_config(config_path: &Path, args: &SwanctlConfigArgs) -> Outcome {
+fn swanctl_config(config_path: &Path, args: &SwanctlConfigArgs) -> CommandResult {
     let config = config_or_defaults(config_path)?;
     let layout = match crate::integrations::swanctl::Layout::from_config(&config) {
         Some(layout) => layout,
@@ -683,7 +683,7 @@ fn swanctl_config(config_path: &Path, args: &SwanctlConfigArgs) -> Outcome {
 }
 
 /// `can-read`: 0 when the process could read every path, 1 naming the first it could not.
-fn can_read(args: &CanReadArgs) -> Outcome {
+fn can_read(args: &CanReadArgs) -> CommandResult {
     let creds = crate::report::access::Credentials::of_process(args.pid).map_err(usage)?;
     for path in &args.paths {
         match creds.can_read(path) {
@@ -700,7 +700,7 @@ fn can_read(args: &CanReadArgs) -> Outcome {
     Ok(0)
 }
 
-fn completions(args: &CompletionsArgs) -> Outcome {
+fn completions(args: &CompletionsArgs) -> CommandResult {
     use clap::CommandFactory;
     let mut command = Cli::command();
     let mut text = Vec::new();
@@ -709,7 +709,7 @@ fn completions(args: &CompletionsArgs) -> Outcome {
     Ok(0)
 }
 
-fn man() -> Outcome {
+fn man() -> CommandResult {
     use clap::CommandFactory;
     let mut text = Vec::new();
     crate::cli::manpage::render(Cli::command(), &mut text).map_err(failed)?;
@@ -718,7 +718,7 @@ fn man() -> Outcome {
 }
 
 #[cfg(feature = "emulator")]
-async fn run_emulator(args: EmulatorArgs) -> Outcome {
+async fn run_emulator(args: EmulatorArgs) -> CommandResult {
     let options = emulator::Options {
         listen: args.listen,
         tls: args.tls,
@@ -754,7 +754,7 @@ const DEMO_LIFETIME: std::time::Duration = std::time::Duration::from_secs(9);
 const DEMO_ROTATIONS: usize = 3;
 
 #[cfg(feature = "emulator")]
-async fn demo(args: &DemoArgs) -> Outcome {
+async fn demo(args: &DemoArgs) -> CommandResult {
     let root = tempfile::Builder::new()
         .prefix("eit-certd-demo-")
         .tempdir()
@@ -787,7 +787,7 @@ async fn demo(args: &DemoArgs) -> Outcome {
 }
 
 #[cfg(feature = "emulator")]
-async fn demo_tour(root: &Path, keep: bool) -> Outcome {
+async fn demo_tour(root: &Path, keep: bool) -> CommandResult {
     out!("eit-certd demo: everything goes under {}", root.display());
     if keep {
         out!("   (--keep: it stays there; the log is demo.log)");

@@ -4,6 +4,7 @@
 //! Range checks live in `try_from` newtypes rather than in a later pass: that way serde hands
 //! the failing value's span to `toml`, and the message can point at the offending line.
 
+pub mod problem;
 pub mod words;
 
 use std::collections::BTreeMap;

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 
-use crate::renew::schedule::{Backoff, Failure, Policy};
+use crate::renew::schedule::{Backoff, FailureClass, Policy};
 
 /// The longest single wait. The wall-clock timer already wakes on time after a suspend and
 /// early when the clock is set; this only bounds the damage of anything unforeseen.
@@ -355,7 +355,12 @@ impl Machine {
 
     /// A renewal failed, for the `consecutive`-th time in a row. Returns the delay before the
     /// next attempt.
-    pub fn renewal_failed(&mut self, now: Now, failure: Failure, consecutive: u32) -> Duration {
+    pub fn renewal_failed(
+        &mut self,
+        now: Now,
+        failure: FailureClass,
+        consecutive: u32,
+    ) -> Duration {
         self.leave(Phase::Renewing);
         let delay = self.backoff.delay(consecutive, failure, (self.draw)());
         self.renew = Due::Mono(now.mono + delay);
@@ -386,7 +391,7 @@ impl Machine {
     fn hook_delay(&self) -> Duration {
         self.backoff.delay(
             self.hook_rounds,
-            Failure::Transient { retry_after: None },
+            FailureClass::Transient { retry_after: None },
             (self.draw)(),
         )
     }
@@ -415,7 +420,7 @@ mod tests {
         cap: Duration::from_secs(300),
     };
     const HOUR: Duration = Duration::from_secs(3600);
-    const T: Failure = Failure::Transient { retry_after: None };
+    const T: FailureClass = FailureClass::Transient { retry_after: None };
     /// Something in the output directory changed.
     const OUTPUT: Input = Input::Files {
         config: false,
@@ -565,10 +570,13 @@ mod tests {
     fn a_permanent_failure_waits_for_the_cap_and_retry_after_is_honoured() {
         let mut m = machine();
         m.next(at(0));
-        assert_eq!(m.renewal_failed(at(0), Failure::Permanent, 1), BACKOFF.cap);
+        assert_eq!(
+            m.renewal_failed(at(0), FailureClass::Permanent, 1),
+            BACKOFF.cap
+        );
         let mut m = machine();
         m.next(at(0));
-        let ra = Failure::Transient {
+        let ra = FailureClass::Transient {
             retry_after: Some(Duration::from_secs(120)),
         };
         assert_eq!(m.renewal_failed(at(0), ra, 1), Duration::from_secs(120));
@@ -706,7 +714,7 @@ mod tests {
         let mut m = machine();
         m.set_read(at(0), SetView::Unusable, None);
         assert_eq!(m.next(at(0)), Step::Renew);
-        let delay = m.renewal_failed(at(0), Failure::Permanent, 1);
+        let delay = m.renewal_failed(at(0), FailureClass::Permanent, 1);
         m.input(at(0), OUTPUT);
         assert_eq!(m.next(at(1)), Step::CheckInstalled);
         assert!(!m.set_checked(SetView::Unusable));

@@ -36,13 +36,14 @@ use crate::config::{CertificateConfig, Config};
 use crate::daemon::systemd::Notifier;
 use crate::daemon::wallclock::WallTimer;
 use crate::metadata::client::Client;
-use crate::pki::validate::{rfc3339, LeafInfo};
+use crate::pki::validate::LeafInfo;
 use crate::renew::hooks::HookEnv;
-use crate::renew::schedule::{Backoff, Failure, Policy};
+use crate::renew::schedule::{Backoff, FailureClass, Policy};
 use crate::renew::{AttemptOutcome, KeySource, RenewError, Renewer};
 use crate::store::lock::DirLock;
 use crate::store::state::State;
 use crate::store::{CurrentSet, Store, StoreError};
+use crate::text::rfc3339;
 
 use machine::{Input, Machine, Now, Phase, ReloadCause, SetView, Step};
 
@@ -66,7 +67,7 @@ pub enum DaemonError {
     Swanctl(#[from] crate::integrations::swanctl::SwanctlError),
     /// A hook program that cannot run (what `check` reports), with the fix.
     #[error("{0}")]
-    Hook(crate::report::check::Problem),
+    Hook(crate::config::problem::Problem),
 }
 
 impl DaemonError {
@@ -362,7 +363,7 @@ impl FileFilter {
                     .unwrap_or_default();
                 if name != crate::store::state::STATE_FILE
                     && name != crate::store::lock::LOCK_FILE
-                    && !name.starts_with(".tmp-")
+                    && !name.starts_with(crate::files::TMP_PREFIX)
                 {
                     result.1 = true;
                 }
@@ -438,7 +439,7 @@ impl Daemon {
         let renewer = Renewer::new(config.clone(), client, store)?;
         let state = State::load(renewer.store().dir());
         let mut daemon = Daemon {
-            machine: Machine::new(policy(&config), backoff(&config), unit),
+            machine: Machine::new(policy(&config), backoff(&config), jitter_draw),
             core: Core {
                 config_path: config_path.to_path_buf(),
                 keys: KeySource::new(config.certificate.key_bits.0),
@@ -703,9 +704,9 @@ impl Daemon {
             }
             Err(error) => {
                 let failure = if error.is_permanent() {
-                    Failure::Permanent
+                    FailureClass::Permanent
                 } else {
-                    Failure::Transient {
+                    FailureClass::Transient {
                         retry_after: error.retry_after(),
                     }
                 };
@@ -713,7 +714,7 @@ impl Daemon {
                 let delay = self.machine.renewal_failed(now, failure, failures);
                 let retry_at = machine::later(now.wall, delay);
                 core.state.next_renewal = Some(retry_at);
-                if failure == Failure::Permanent {
+                if failure == FailureClass::Permanent {
                     tracing::error!(
                         retry_in_ms = duration_ms(delay),
                         "renewal failed and will keep failing until the configuration is fixed \
@@ -988,7 +989,7 @@ async fn sleep_until_some(at: Option<Instant>) {
 }
 
 /// A uniform draw from [0, 1) for jitter, from OpenSSL's CSPRNG (no extra dependency).
-pub fn unit() -> f64 {
+fn jitter_draw() -> f64 {
     let mut bytes = [0u8; 8];
     if openssl::rand::rand_bytes(&mut bytes).is_err() {
         return 0.5;

@@ -32,8 +32,8 @@ use std::path::{Component, Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::config::problem::Problem;
 use crate::config::Config;
-use crate::report::check::Problem;
 use crate::store::{self, Store};
 
 /// swanctl's directory, where it exists; RHEL and its rebuilds use the second.
@@ -133,6 +133,15 @@ impl Role {
             Role::Key => "key",
             Role::Cert => "cert",
             Role::Chain => "chain",
+        }
+    }
+
+    /// The whole config key, as `check` names it.
+    pub fn config_key(self) -> &'static str {
+        match self {
+            Role::Key => "output.swanctl.key",
+            Role::Cert => "output.swanctl.cert",
+            Role::Chain => "output.swanctl.chain",
         }
     }
 
@@ -434,11 +443,7 @@ impl Layout {
                 let _ = fs::remove_file(&tmp);
                 return Err(io("replace", &path)(e));
             }
-            store::fsync_dir(&parent).map_err(|e| SwanctlError::Io {
-                action: "fsync",
-                path: parent.clone(),
-                cause: std::io::Error::other(e.to_string()),
-            })?;
+            crate::files::fsync_dir(&parent).map_err(io("fsync", &parent))?;
             match &state {
                 PathState::Foreign { what } => tracing::warn!(
                     path = %path.display(),
@@ -466,11 +471,7 @@ impl Layout {
                     // exactly 0700, the others are readable as strongSwan ships them.
                     fs::set_permissions(&at, fs::Permissions::from_mode(role.dir_mode()))
                         .map_err(io("chmod", &at))?;
-                    store::fsync_dir(&parent).map_err(|e| SwanctlError::Io {
-                        action: "fsync",
-                        path: parent.clone(),
-                        cause: std::io::Error::other(e.to_string()),
-                    })?;
+                    crate::files::fsync_dir(&parent).map_err(io("fsync", &parent))?;
                 }
                 Err(e) if e.kind() == ErrorKind::AlreadyExists => {
                     let m = fs::symlink_metadata(&at).map_err(io("inspect", &at))?;
@@ -579,11 +580,7 @@ pub fn check(config: &Config) -> Vec<Problem> {
     let Some(layout) = Layout::from_config(config) else {
         return Vec::new();
     };
-    let problem = |key: &str, what: String, fix: String| Problem {
-        key: format!("output.swanctl.{key}"),
-        what,
-        fix,
-    };
+    let problem = |key: &'static str, what: String, fix: String| Problem::new(key, what, fix);
     let mut problems = Vec::new();
     if let Err(e) = layout.check_dir() {
         let fix = match &e {
@@ -595,19 +592,19 @@ pub fn check(config: &Config) -> Vec<Problem> {
                   output.swanctl.dir"
                 .into(),
         };
-        problems.push(problem("dir", e.to_string(), fix));
+        problems.push(problem("output.swanctl.dir", e.to_string(), fix));
         return problems;
     }
     if let Err(e) = layout.writable() {
         problems.push(problem(
-            "dir",
+            "output.swanctl.dir",
             e.to_string(),
             "make the directory writable for eit-certd (under systemd: the swanctl drop-in)".into(),
         ));
     }
     let mut dirs = vec![layout.dir.clone()];
     for (role, path, state) in layout.inspect() {
-        let key = role.key();
+        let key = role.config_key();
         match state {
             PathState::Foreign { what } if !layout.replace_existing => problems.push(problem(
                 key,
@@ -668,7 +665,7 @@ pub fn check(config: &Config) -> Vec<Problem> {
         let mode = m.permissions().mode() & 0o777;
         if mode & 0o022 != 0 {
             problems.push(problem(
-                "dir",
+                "output.swanctl.dir",
                 format!(
                     "{} has mode {mode:o}: users other than its owner can replace files in it",
                     dir.display()
@@ -678,7 +675,7 @@ pub fn check(config: &Config) -> Vec<Problem> {
         }
         if nix::unistd::access(&dir, nix::unistd::AccessFlags::W_OK).is_err() {
             problems.push(problem(
-                "dir",
+                "output.swanctl.dir",
                 format!("{} is not writable by this user", dir.display()),
                 "run eit-certd as root; under systemd, allow the path with ReadWritePaths= \
                  (examples/eit-certd-swanctl.conf)"
@@ -1044,7 +1041,7 @@ mod tests {
         fs::write(f.swanctl.join("x509ca/type_ibmshare_int.crt"), "x").unwrap();
         fs::set_permissions(f.swanctl.join("private"), fs::Permissions::from_mode(0o755)).unwrap();
         let problems = check(&c);
-        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        let keys: Vec<String> = problems.iter().map(|p| p.setting.to_string()).collect();
         assert_eq!(
             keys,
             ["output.swanctl.key", "output.swanctl.chain"],
@@ -1053,7 +1050,10 @@ mod tests {
         assert!(problems[0].fix.starts_with("chmod 700"));
         assert!(problems[1].fix.contains("replace_existing = true"));
         let missing = config("dir = \"/nonexistent/swanctl\"", &f.out);
-        assert_eq!(check(&missing)[0].key, "output.swanctl.dir");
+        assert_eq!(
+            check(&missing)[0].setting,
+            crate::config::problem::Setting::Key("output.swanctl.dir")
+        );
     }
 
     #[test]

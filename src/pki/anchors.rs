@@ -18,8 +18,9 @@ use x509_parser::certificate::X509Certificate;
 use x509_parser::prelude::FromDer;
 
 use super::link::{self, CanonicalName};
-use super::validate::{hex_lower, rfc3339};
+use crate::config::problem::Setting;
 use crate::config::CertificateConfig;
+use crate::text::{hex_lower, rfc3339};
 
 /// Largest anchor file read (IBM's bundle of every region is about 30 KiB).
 pub const MAX_FILE_BYTES: u64 = 1 << 20;
@@ -33,15 +34,15 @@ pub const MAX_ANCHORS: usize = 1024;
 #[error("{key}: {problem}")]
 pub struct AnchorError {
     /// The configuration key (`certificate.trust_anchor`, `certificate.trust_anchors[1]`).
-    pub key: String,
+    pub key: Setting,
     /// What is wrong, naming the file.
     pub problem: AnchorProblem,
 }
 
 impl AnchorError {
-    fn new(key: &str, problem: AnchorProblem) -> AnchorError {
+    fn new(key: &Setting, problem: AnchorProblem) -> AnchorError {
         AnchorError {
-            key: key.to_string(),
+            key: key.clone(),
             problem,
         }
     }
@@ -235,7 +236,7 @@ impl TrustAnchors {
                 "certificate.trust_anchors"
             };
             return Err(AnchorError::new(
-                key,
+                &Setting::Key(key),
                 AnchorProblem::NoneUsable {
                     ignored: all.ignored.into_iter().map(|(_, r)| r).collect(),
                 },
@@ -251,7 +252,12 @@ impl TrustAnchors {
     /// filtered out: validation judges each anchor it uses.
     pub fn from_pem(pem: &[u8], source: &Path) -> Result<TrustAnchors, AnchorError> {
         let mut all = TrustAnchors::default();
-        add_file("certificate.trust_anchor", source, pem, &mut all)?;
+        add_file(
+            &Setting::Key("certificate.trust_anchor"),
+            source,
+            pem,
+            &mut all,
+        )?;
         Ok(all)
     }
 
@@ -333,13 +339,14 @@ impl TrustAnchors {
 }
 
 /// The configured paths with the key each comes from.
-fn configured(config: &CertificateConfig) -> Vec<(String, &Path)> {
+fn configured(config: &CertificateConfig) -> Vec<(Setting, &Path)> {
     let mut paths = Vec::new();
     if let Some(p) = &config.trust_anchor {
-        paths.push(("certificate.trust_anchor".to_string(), p.as_path()));
+        paths.push((Setting::Key("certificate.trust_anchor"), p.as_path()));
     }
-    for (i, p) in config.trust_anchors.iter().enumerate() {
-        paths.push((format!("certificate.trust_anchors[{i}]"), p.as_path()));
+    for (index, p) in config.trust_anchors.iter().enumerate() {
+        let key = "certificate.trust_anchors";
+        paths.push((Setting::Element { key, index }, p.as_path()));
     }
     paths
 }
@@ -377,7 +384,7 @@ fn has_anchor_extension(path: &Path) -> bool {
         .is_some_and(|e| e.eq_ignore_ascii_case("pem") || e.eq_ignore_ascii_case("crt"))
 }
 
-fn read_path(key: &str, path: &Path, into: &mut TrustAnchors) -> Result<(), AnchorError> {
+fn read_path(key: &Setting, path: &Path, into: &mut TrustAnchors) -> Result<(), AnchorError> {
     let read_error = |cause| {
         AnchorError::new(
             key,
@@ -406,7 +413,7 @@ fn read_path(key: &str, path: &Path, into: &mut TrustAnchors) -> Result<(), Anch
     }
 }
 
-fn read_dir(key: &str, dir: &Path, into: &mut TrustAnchors) -> Result<(), AnchorError> {
+fn read_dir(key: &Setting, dir: &Path, into: &mut TrustAnchors) -> Result<(), AnchorError> {
     let read_error = |cause| {
         AnchorError::new(
             key,
@@ -464,7 +471,7 @@ enum Skipped {
 /// Reads a regular file of at most [`MAX_FILE_BYTES`] (see [`crate::files`]: a FIFO cannot
 /// hang us, and the type is checked on the open file); for a directory `entry`, a symbolic
 /// link is not followed.
-fn read_capped(key: &str, path: &Path, entry: bool) -> Result<Vec<u8>, Skipped> {
+fn read_capped(key: &Setting, path: &Path, entry: bool) -> Result<Vec<u8>, Skipped> {
     use crate::files::{self, Links, ReadError};
     let links = if entry { Links::Refuse } else { Links::Follow };
     let error = |problem| Skipped::Error(AnchorError::new(key, problem));
@@ -483,7 +490,7 @@ fn read_capped(key: &str, path: &Path, entry: bool) -> Result<Vec<u8>, Skipped> 
 /// Adds every certificate of one file: PEM blocks labelled CERTIFICATE (others are skipped),
 /// or, without any PEM block, the whole file as one DER certificate.
 fn add_file(
-    key: &str,
+    key: &Setting,
     path: &Path,
     bytes: &[u8],
     into: &mut TrustAnchors,
@@ -631,13 +638,13 @@ mod tests {
         let missing = tmp.path().join("missing.pem");
         let e = load(&config(Some(&missing), &[])).unwrap_err();
         assert!(matches!(e.problem, AnchorProblem::Read { .. }), "{e:?}");
-        assert_eq!(e.key, "certificate.trust_anchor");
+        assert_eq!(e.key.to_string(), "certificate.trust_anchor");
         assert!(e.to_string().contains("missing.pem"), "{e}");
 
         let garbage = tmp.path().join("garbage.pem");
         std::fs::write(&garbage, "hello").unwrap();
         let e = load(&config(None, &[&missing, &garbage])).unwrap_err();
-        assert_eq!(e.key, "certificate.trust_anchors[0]", "{e}");
+        assert_eq!(e.key.to_string(), "certificate.trust_anchors[0]", "{e}");
         let e = load(&config(None, &[&garbage])).unwrap_err();
         assert!(
             matches!(e.problem, AnchorProblem::NoCertificate { .. }),

@@ -13,9 +13,10 @@ use time::OffsetDateTime;
 use x509_parser::certificate::X509Certificate;
 use x509_parser::prelude::FromDer;
 
-use crate::pki::validate::{rfc3339, CaInfo, Verified};
+use crate::pki::validate::{CaInfo, Verified};
 use crate::pki::TrustAnchors;
 use crate::store::{CurrentSet, CHAIN_FILE};
+use crate::text::rfc3339;
 
 /// How long before a CA's notAfter the warnings start.
 pub const WARN_BEFORE: Duration = Duration::from_secs(270 * 24 * 3600);

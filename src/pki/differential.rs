@@ -907,7 +907,7 @@ fn validation_agrees_with_openssl_verify_x509_strict_auth_level_2() {
 }
 
 fn fingerprint(cert: &X509) -> String {
-    super::validate::hex_lower(&cert.digest(MessageDigest::sha256()).unwrap())
+    crate::text::hex_lower(&cert.digest(MessageDigest::sha256()).unwrap())
 }
 
 /// IBM's layout: one `type_ibmshare_root_<region>.crt` per regional root.

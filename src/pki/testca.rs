@@ -37,7 +37,7 @@ fn name(cn: &str) -> X509Name {
 fn unique(prefix: &str) -> String {
     let mut b = [0u8; 6];
     openssl::rand::rand_bytes(&mut b).unwrap();
-    format!("{prefix} {}", super::validate::hex_lower(&b))
+    format!("{prefix} {}", crate::text::hex_lower(&b))
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -31,6 +31,7 @@
 //! it still forms exactly one chain from a leaf that carries our key: the signatures prove the
 //! order, and we always install it leaf-first. [`Verified::reordered`] tells the caller to warn.
 
+use crate::text::{hex_lower, hex_upper, rfc3339};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -712,21 +713,6 @@ fn trim_sign_byte(serial: &[u8]) -> &[u8] {
         [0, rest @ ..] if !rest.is_empty() => rest,
         other => other,
     }
-}
-
-pub(crate) fn hex_upper(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02X}")).collect()
-}
-
-pub(crate) fn hex_lower(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// RFC 3339 in whole seconds: sub-second digits are noise for certificate times.
-pub(crate) fn rfc3339(t: OffsetDateTime) -> String {
-    let t = t.replace_nanosecond(0).unwrap_or(t);
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| t.to_string())
 }
 
 #[cfg(test)]

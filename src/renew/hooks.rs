@@ -14,9 +14,10 @@ use time::OffsetDateTime;
 use tokio::io::AsyncReadExt;
 
 use crate::config::HookConfig;
-use crate::pki::validate::{rfc3339, LeafInfo};
+use crate::pki::validate::LeafInfo;
 use crate::store;
 use crate::store::state::HookResult;
+use crate::text::rfc3339;
 
 /// Output kept per stream; a chatty hook cannot grow the daemon.
 const OUTPUT_LIMIT: usize = 16 * 1024;

@@ -202,7 +202,7 @@ impl Renewer {
                 );
                 tracing::info!(
                     serial = %leaf.serial_hex,
-                    not_after = %validate::rfc3339(leaf.not_after),
+                    not_after = %crate::text::rfc3339(leaf.not_after),
                     claimed_expires_at = %renewed.claimed_expires_at,
                     generation = %renewed.generation.dir.display(),
                     "installed a new certificate"
@@ -542,7 +542,7 @@ fn prepare_next(
 /// SHA-256 of the public key (SubjectPublicKeyInfo DER), hex: names a key in the log.
 pub fn fingerprint(key: &PrivateKey) -> String {
     key.public_key_der()
-        .map(|der| validate::hex_lower(&openssl::sha::sha256(&der)))
+        .map(|der| crate::text::hex_lower(&openssl::sha::sha256(&der)))
         .unwrap_or_default()
 }
 
@@ -569,7 +569,7 @@ const EXPIRY_CLAIM_TOLERANCE: time::Duration = time::Duration::seconds(60);
 /// disagree, the warning says which one eit-certd goes by, so that someone reading the
 /// service's JSON is not misled about when the certificate expires or is renewed.
 fn expiry_claim_mismatch(claimed: &str, not_after: OffsetDateTime) -> Option<String> {
-    let actual = validate::rfc3339(not_after);
+    let actual = crate::text::rfc3339(not_after);
     let Ok(claimed_at) =
         OffsetDateTime::parse(claimed, &time::format_description::well_known::Rfc3339)
     else {

@@ -275,7 +275,7 @@ impl Default for Backoff {
 
 /// How a failed attempt failed, as far as retrying is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failure {
+pub enum FailureClass {
     /// Worth retrying soon (network, 5xx, 429, a bad certificate that a retry may fix).
     Transient { retry_after: Option<Duration> },
     /// Cannot succeed until the configuration changes (a 4xx such as a refused CSR): retried
@@ -295,10 +295,10 @@ impl Backoff {
     ///
     /// Transient: uniform in [floor, min(cap, initial·2^(failures−1))], and at least the
     /// server's `Retry-After` (itself capped, so a hostile header cannot stall renewal).
-    pub fn delay(&self, failures: u32, failure: Failure, unit: f64) -> Duration {
+    pub fn delay(&self, failures: u32, failure: FailureClass, unit: f64) -> Duration {
         match failure {
-            Failure::Permanent => self.cap,
-            Failure::Transient { retry_after } => {
+            FailureClass::Permanent => self.cap,
+            FailureClass::Transient { retry_after } => {
                 let exp = failures.saturating_sub(1).min(30);
                 let ceiling = self.initial.saturating_mul(1u32 << exp).min(self.cap);
                 let drawn = ceiling.mul_f64(unit.clamp(0.0, 1.0)).max(self.floor());
@@ -317,7 +317,7 @@ mod backoff_tests {
         initial: Duration::from_secs(5),
         cap: Duration::from_secs(300),
     };
-    const T: Failure = Failure::Transient { retry_after: None };
+    const T: FailureClass = FailureClass::Transient { retry_after: None };
 
     #[test]
     fn ceiling_doubles_until_the_cap() {
@@ -336,7 +336,7 @@ mod backoff_tests {
 
     #[test]
     fn retry_after_is_honoured_but_capped() {
-        let ra = |s| Failure::Transient {
+        let ra = |s| FailureClass::Transient {
             retry_after: Some(Duration::from_secs(s)),
         };
         assert_eq!(B.delay(1, ra(30), 0.0), Duration::from_secs(30));
@@ -345,13 +345,13 @@ mod backoff_tests {
 
     use proptest::prelude::*;
 
-    fn failure() -> impl Strategy<Value = Failure> {
+    fn failure() -> impl Strategy<Value = FailureClass> {
         prop_oneof![
-            Just(Failure::Permanent),
+            Just(FailureClass::Permanent),
             proptest::option::of(any::<u64>().prop_map(Duration::from_secs))
-                .prop_map(|retry_after| Failure::Transient { retry_after }),
+                .prop_map(|retry_after| FailureClass::Transient { retry_after }),
             // Retry-After as an HTTP date parses to any nanosecond count.
-            any::<u64>().prop_map(|n| Failure::Transient {
+            any::<u64>().prop_map(|n| FailureClass::Transient {
                 retry_after: Some(Duration::from_nanos(n))
             }),
         ]
@@ -376,7 +376,7 @@ mod backoff_tests {
             let d = b.delay(failures, failure, unit);
             prop_assert!(d <= cap, "{d:?} > cap {cap:?}");
             prop_assert!(d >= b.floor(), "{d:?} < floor {:?}", b.floor());
-            if failure == Failure::Permanent {
+            if failure == FailureClass::Permanent {
                 prop_assert_eq!(d, cap);
             }
         }
@@ -395,8 +395,8 @@ mod backoff_tests {
             let b = Backoff { initial, cap };
             let d = b.delay(failures, failure, unit);
             match failure {
-                Failure::Permanent => prop_assert_eq!(d, cap),
-                Failure::Transient { .. } => {
+                FailureClass::Permanent => prop_assert_eq!(d, cap),
+                FailureClass::Transient { .. } => {
                     prop_assert!(d >= b.floor());
                     prop_assert!(d <= cap.max(b.floor()));
                 }
@@ -407,7 +407,7 @@ mod backoff_tests {
     #[test]
     fn permanent_failures_wait_the_cap() {
         assert_eq!(
-            B.delay(1, Failure::Permanent, 0.0),
+            B.delay(1, FailureClass::Permanent, 0.0),
             Duration::from_secs(300)
         );
     }

@@ -2,12 +2,12 @@
 //! look at the configuration and the file system; the online check talks to the service and
 //! does a full certificate round trip without installing anything.
 
-use std::fmt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use time::OffsetDateTime;
 
+use crate::config::problem::{Problem, Setting};
 use crate::config::{Config, Endpoint};
 use crate::metadata::client::Client;
 use crate::pki::{PrivateKey, TrustAnchors};
@@ -15,26 +15,12 @@ use crate::renew::Renewer;
 use crate::store::spare::Prepared;
 use crate::store::{self, Store};
 
-/// One problem: the key it is about, what is wrong, and how to fix it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    pub key: String,
-    pub what: String,
-    pub fix: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}; fix: {}", self.key, self.what, self.fix)
-    }
-}
-
-fn problem(key: impl Into<String>, what: impl Into<String>, fix: impl Into<String>) -> Problem {
-    Problem {
-        key: key.into(),
-        what: what.into(),
-        fix: fix.into(),
-    }
+fn problem(
+    setting: impl Into<Setting>,
+    what: impl Into<String>,
+    fix: impl Into<String>,
+) -> Problem {
+    Problem::new(setting, what, fix)
 }
 
 /// Everything that can be checked without the network.
@@ -115,7 +101,10 @@ pub fn offline(config: &Config) -> Vec<Problem> {
         for p in &consumer.processes {
             if let (Some(what), Some(fix)) = (&p.problem, &p.fix) {
                 problems.push(problem(
-                    format!("hooks.{}", consumer.hook),
+                    Setting::Hook {
+                        name: consumer.hook.clone(),
+                        key: None,
+                    },
                     format!("{} {what}", consumer.kind.name()),
                     fix.as_str(),
                 ));
@@ -131,7 +120,10 @@ pub fn hook_programs(config: &Config) -> Vec<Problem> {
     let mut problems = Vec::new();
     for hook in &config.hooks {
         let program = Path::new(&hook.command.0[0]);
-        let key = format!("hooks.{}.command", hook.name);
+        let key = Setting::Hook {
+            name: hook.name.clone(),
+            key: Some("command"),
+        };
         if !program.is_absolute() {
             problems.push(problem(
                 key,
@@ -161,8 +153,8 @@ pub fn hook_programs(config: &Config) -> Vec<Problem> {
 /// installed unit's `ProtectSystem=strict` a path outside `ReadWritePaths=` fails at the first
 /// renewal (or silently, for the metrics), long after `check` said OK.
 pub fn unit_may_write(config: &Config, sandbox: &crate::report::sandbox::Sandbox) -> Vec<Problem> {
-    let mut writes: Vec<(String, std::path::PathBuf)> =
-        vec![("output.dir".into(), config.output.dir.0.clone())];
+    let mut writes: Vec<(&'static str, std::path::PathBuf)> =
+        vec![("output.dir", config.output.dir.0.clone())];
     if let Some(layout) = crate::integrations::swanctl::Layout::from_config(config) {
         for role in [
             crate::integrations::swanctl::Role::Key,
@@ -171,12 +163,12 @@ pub fn unit_may_write(config: &Config, sandbox: &crate::report::sandbox::Sandbox
         ] {
             let path = layout.path(role);
             let dir = path.parent().unwrap_or(layout.dir()).to_path_buf();
-            writes.push((format!("output.swanctl.{}", role.key()), dir));
+            writes.push((role.config_key(), dir));
         }
     }
     if let Some(metrics) = &config.output.metrics_file {
         let dir = metrics.0.parent().unwrap_or(Path::new("/")).to_path_buf();
-        writes.push(("output.metrics_file".into(), dir));
+        writes.push(("output.metrics_file", dir));
     }
     let units = sandbox
         .sources
@@ -224,7 +216,7 @@ pub fn config_file(path: &Path) -> Vec<Problem> {
     let me = nix::unistd::geteuid().as_raw();
     if meta.uid() != me && meta.uid() != 0 {
         problems.push(problem(
-            "config file",
+            Setting::File,
             format!(
                 "{} is owned by uid {}, neither root nor this user (uid {me}): its owner decides which commands eit-certd runs",
                 path.display(),
@@ -237,7 +229,7 @@ pub fn config_file(path: &Path) -> Vec<Problem> {
     // config file, whatever the file's own mode.
     if let Some(bad) = crate::files::unsafe_ancestor(path) {
         problems.push(problem(
-            "config file",
+            Setting::File,
             bad.to_string(),
             format!(
                 "`chown root {0}` and `chmod go-w {0}`, or keep the config elsewhere",
@@ -248,7 +240,7 @@ pub fn config_file(path: &Path) -> Vec<Problem> {
     let mode = meta.mode() & 0o7777;
     if mode & 0o022 != 0 {
         problems.push(problem(
-            "config file",
+            Setting::File,
             format!(
                 "{} is writable by {} (mode {mode:o}): whoever can write it decides which commands eit-certd runs",
                 path.display(),
@@ -415,7 +407,7 @@ mod tests {
             not_exec.display()
         );
         let problems = offline(&config(&extra, &tmp.path().join("out")));
-        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        let keys: Vec<String> = problems.iter().map(|p| p.setting.to_string()).collect();
         assert_eq!(
             keys,
             [
@@ -438,7 +430,7 @@ mod tests {
         let file = tmp.path().join("f");
         std::fs::write(&file, "").unwrap();
         let problems = offline(&config("", &file.join("out")));
-        assert_eq!(problems[0].key, "output.dir");
+        assert_eq!(problems[0].setting, Setting::Key("output.dir"));
         assert!(problems[0].what.contains("not a directory"));
     }
 }

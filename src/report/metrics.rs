@@ -5,10 +5,10 @@
 use std::fmt::Write;
 use std::path::Path;
 
+use crate::files::{write_atomic, WriteError};
 use crate::pki::ca_expiry::CaExpiry;
 use crate::pki::validate::LeafInfo;
 use crate::store::state::State;
-use crate::store::{write_atomic, StoreError};
 
 /// Renders the metrics for `state`, the installed leaf, if any, and the CAs above it.
 pub fn render(state: &State, leaf: Option<&LeafInfo>, ca: &CaExpiry) -> String {
@@ -131,7 +131,7 @@ pub fn write(
     state: &State,
     leaf: Option<&LeafInfo>,
     ca: &CaExpiry,
-) -> Result<(), StoreError> {
+) -> Result<(), WriteError> {
     write_atomic(path, render(state, leaf, ca).as_bytes(), 0o644)
 }
 

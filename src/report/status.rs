@@ -10,11 +10,11 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::pki::ca_expiry::CaExpiry;
-use crate::pki::validate::rfc3339;
 use crate::pki::TrustAnchors;
 use crate::renew::schedule::Policy;
 use crate::store::state::State;
 use crate::store::{self, CurrentSet, KeyCheck, Store};
+use crate::text::rfc3339;
 
 /// Health, ordered from good to bad; the exit code follows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -22,14 +22,13 @@ pub mod spare;
 pub mod state;
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use nix::unistd::Gid;
 use time::OffsetDateTime;
 
-use crate::files::{self, Links, ReadError};
+use crate::files::{self, Links, ReadError, WriteError, TMP_PREFIX};
 use crate::pki::validate::LeafInfo;
 use crate::pki::{PrivateKey, Verified};
 
@@ -43,7 +42,6 @@ pub const GENERATIONS: &str = "generations";
 
 /// Prefix of names this module writes before renaming them into place; anything carrying it
 /// was left by an interrupted attempt and is removed by the next writer.
-const TMP_PREFIX: &str = ".tmp-";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -444,15 +442,15 @@ impl Store {
         combined.extend_from_slice(fullchain.as_bytes());
 
         let key_mode = self.key_mode();
-        write_file(&dir.join(KEY_FILE), key.pem(), key_mode, self.group)?;
-        write_file(&dir.join(CERT_FILE), leaf.as_bytes(), 0o644, None)?;
-        write_file(&dir.join(CHAIN_FILE), chain.as_bytes(), 0o644, None)?;
-        write_file(&dir.join(FULLCHAIN_FILE), fullchain.as_bytes(), 0o644, None)?;
+        files::write_new(&dir.join(KEY_FILE), key.pem(), key_mode, self.group)?;
+        files::write_new(&dir.join(CERT_FILE), leaf.as_bytes(), 0o644, None)?;
+        files::write_new(&dir.join(CHAIN_FILE), chain.as_bytes(), 0o644, None)?;
+        files::write_new(&dir.join(FULLCHAIN_FILE), fullchain.as_bytes(), 0o644, None)?;
         #[cfg(test)]
         if self.fail_at == Some(FailPoint::WhileWriting) {
             return injected(FailPoint::WhileWriting, &dir.join(COMBINED_FILE));
         }
-        write_file(&dir.join(COMBINED_FILE), &combined, key_mode, self.group)?;
+        files::write_new(&dir.join(COMBINED_FILE), &combined, key_mode, self.group)?;
         // Readable by the TLS client's user; the key files keep their own modes.
         fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).map_err(io("chmod", dir))?;
         fsync_dir(dir)
@@ -564,7 +562,7 @@ impl Store {
                 Err(e) => return Err(io("list", &dir)(e)),
             };
             for entry in entries.flatten() {
-                if !entry.file_name().to_string_lossy().starts_with(TMP_PREFIX) {
+                if !files::is_temporary(&entry.file_name()) {
                     continue;
                 }
                 let path = entry.path();
@@ -730,22 +728,6 @@ fn create_dir(dir: &Path, mode: u32) -> Result<(), StoreError> {
 
 /// Creates `path` (which must not exist), writes `data`, sets `mode` exactly (the umask does
 /// not apply) and the group, and fsyncs.
-fn write_file(path: &Path, data: &[u8], mode: u32, group: Option<Gid>) -> Result<(), StoreError> {
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode & 0o600)
-        .open(path)
-        .map_err(io("create", path))?;
-    if let Some(gid) = group {
-        nix::unistd::fchown(&f, None, Some(gid)).map_err(|e| io("chown", path)(e.into()))?;
-    }
-    f.set_permissions(fs::Permissions::from_mode(mode))
-        .map_err(io("chmod", path))?;
-    f.write_all(data).map_err(io("write", path))?;
-    f.sync_all().map_err(io("fsync", path))
-}
-
 /// Opens a directory we own, refusing a symlink in its place.
 fn open_dir_nofollow(dir: &Path) -> std::io::Result<File> {
     OpenOptions::new()
@@ -754,29 +736,20 @@ fn open_dir_nofollow(dir: &Path) -> std::io::Result<File> {
         .open(dir)
 }
 
-pub(crate) fn fsync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io("fsync", dir))
+/// `files::fsync_dir` as a store error.
+fn fsync_dir(dir: &Path) -> Result<(), StoreError> {
+    files::fsync_dir(dir).map_err(io("fsync", dir))
 }
 
-/// Replaces `path` with `data` atomically (temp file, fsync, rename, fsync of the directory).
-/// Used for `state.json` and the metrics textfile.
-pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), StoreError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy())
-        .unwrap_or_default();
-    let tmp = dir.join(format!("{TMP_PREFIX}{name}-{}", std::process::id()));
-    let _ = fs::remove_file(&tmp);
-    let result = write_file(&tmp, data, mode, None)
-        .and_then(|()| fs::rename(&tmp, path).map_err(io("replace", path)))
-        .and_then(|()| fsync_dir(dir));
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+/// A file write's failure keeps the store's advice (which names `output.dir`).
+impl From<WriteError> for StoreError {
+    fn from(e: WriteError) -> StoreError {
+        StoreError::Io {
+            action: e.action,
+            path: e.path,
+            cause: e.cause,
+        }
     }
-    result
 }
 
 #[cfg(test)]
@@ -1022,15 +995,5 @@ mod tests {
             e.contains("no-such-group-eit") && e.contains("output.group"),
             "{e}"
         );
-    }
-
-    #[test]
-    fn atomic_write_replaces_whole_file() {
-        let tmp = tempfile::tempdir().unwrap();
-        let p = tmp.path().join("state.json");
-        write_atomic(&p, b"one", 0o644).unwrap();
-        write_atomic(&p, b"two", 0o644).unwrap();
-        assert_eq!(fs::read(&p).unwrap(), b"two");
-        assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 1);
     }
 }

@@ -28,7 +28,7 @@ use crate::config::{Config, Subject};
 use crate::files::{self, limit, Links, ReadError};
 use crate::pki::csr::{self, CsrError};
 use crate::pki::{KeyError, PrivateKey};
-use crate::store::{self, StoreError};
+use crate::store::StoreError;
 
 /// The spare's directory under `output.dir`.
 pub const SPARE_DIR: &str = "spare";
@@ -189,7 +189,14 @@ impl Spare {
         let _writing = WRITING.lock().unwrap_or_else(|e| e.into_inner());
         self.check_dir()?;
         match fs::DirBuilder::new().mode(0o700).create(&self.dir) {
-            Ok(()) => store::fsync_dir(self.dir.parent().unwrap_or(Path::new(".")))?,
+            Ok(()) => {
+                let parent = self.dir.parent().unwrap_or(Path::new("."));
+                crate::files::fsync_dir(parent).map_err(|cause| StoreError::Io {
+                    action: "fsync",
+                    path: parent.to_path_buf(),
+                    cause,
+                })?
+            }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(e) => {
                 return Err(StoreError::Io {
@@ -211,7 +218,7 @@ impl Spare {
         // Temporary files a crash left mid-write (one may hold a key) go first.
         if let Ok(entries) = fs::read_dir(&self.dir) {
             for entry in entries.flatten() {
-                if entry.file_name().to_string_lossy().starts_with(".tmp-") {
+                if crate::files::is_temporary(&entry.file_name()) {
                     let _ = fs::remove_file(entry.path());
                 }
             }
@@ -219,9 +226,11 @@ impl Spare {
         // The key last: a spare is complete only once its key is there (see `state`), and a
         // key beside another spare's CSR is refused on load.
         let _ = fs::remove_file(self.dir.join(KEY));
-        store::write_atomic(&self.dir.join(CSR), prepared.csr_pem.as_bytes(), 0o600)?;
-        store::write_atomic(&self.dir.join(META), &meta, 0o600)?;
-        store::write_atomic(&self.dir.join(KEY), prepared.key.pem(), 0o600)?;
+        crate::files::write_atomic(&self.dir.join(CSR), prepared.csr_pem.as_bytes(), 0o600)
+            .map_err(StoreError::from)?;
+        crate::files::write_atomic(&self.dir.join(META), &meta, 0o600).map_err(StoreError::from)?;
+        crate::files::write_atomic(&self.dir.join(KEY), prepared.key.pem(), 0o600)
+            .map_err(StoreError::from)?;
         Ok(())
     }
 
@@ -364,7 +373,7 @@ impl Spare {
         // ours and a new spare starts from nothing.
         let _ = fs::remove_dir_all(&self.dir);
         if let Some(parent) = self.dir.parent() {
-            let _ = store::fsync_dir(parent);
+            let _ = crate::files::fsync_dir(parent);
         }
     }
 }

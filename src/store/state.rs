@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::store::{write_atomic, StoreError};
+use crate::files::{write_atomic, WriteError};
 
 pub const STATE_FILE: &str = "state.json";
 
@@ -183,7 +183,7 @@ impl State {
         self
     }
 
-    pub fn save(&self, dir: &Path) -> Result<(), StoreError> {
+    pub fn save(&self, dir: &Path) -> Result<(), WriteError> {
         let mut json = serde_json::to_vec_pretty(self).expect("state serializes");
         json.push(b'\n');
         write_atomic(&State::path(dir), &json, 0o644)
