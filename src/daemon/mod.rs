@@ -88,16 +88,19 @@ impl DaemonError {
 /// What happened, for listeners (see [`Daemon::events`]).
 #[derive(Debug, Clone)]
 pub enum Event {
+    /// A new set is live (its hooks run next).
     Installed {
         serial: String,
         not_after: OffsetDateTime,
         generation: PathBuf,
         next_renewal: OffsetDateTime,
     },
+    /// An attempt failed (the installed set is untouched); the next one is `retry_in` away.
     Failed {
-        error: String,
+        error: std::sync::Arc<crate::renew::RenewError>,
         retry_in: Duration,
     },
+    /// A hook ran for the installed set (fresh or owed).
     HookFinished(crate::store::state::HookResult),
 }
 
@@ -118,8 +121,6 @@ pub struct Daemon {
 struct Core {
     /// The config file, read again on reload.
     config_path: PathBuf,
-    /// The running configuration (replaced whole by a successful reload).
-    config: Config,
     /// The renewal pipeline: client, store, trust anchors (rebuilt by a reload).
     renewer: Renewer,
     /// Where the next renewal's key and CSR come from (spare, pre-generated, or fresh).
@@ -273,7 +274,7 @@ impl Watch {
     fn new(core: &Core, tx: mpsc::Sender<notify::Result<notify::Event>>) -> Watch {
         let filter = FileFilter {
             config_path: core.config_path.clone(),
-            certificate: core.config.certificate.clone(),
+            certificate: core.config().certificate.clone(),
             out: core.renewer.store().dir().to_path_buf(),
             metrics: core.metrics_path().map(Path::to_path_buf),
             own_log: own_log_file(),
@@ -443,7 +444,6 @@ impl Daemon {
             core: Core {
                 config_path: config_path.to_path_buf(),
                 keys: KeySource::new(config.certificate.key_bits.0),
-                config,
                 renewer,
                 state,
                 _lock: lock,
@@ -483,7 +483,7 @@ impl Daemon {
             daemon
                 .core
                 .keys
-                .prepare(&daemon.core.config, daemon.core.renewer.store());
+                .prepare(daemon.core.renewer.config(), daemon.core.renewer.store());
         }
         Ok(daemon)
     }
@@ -598,7 +598,7 @@ impl Daemon {
                         }
                         Reloaded::Taken => {
                             self.machine
-                                .reloaded(policy(&self.core.config), backoff(&self.core.config));
+                                .reloaded(policy(self.core.config()), backoff(self.core.config()));
                             self.schedule_from_disk();
                             self.core.persist();
                             inputs.files = Watch::new(&self.core, inputs.fs_tx.clone());
@@ -700,7 +700,8 @@ impl Daemon {
                     core.emit(Event::HookFinished(result.clone()));
                 }
                 core.announce_valid(leaf, scheduled.at);
-                core.keys.prepare(&core.config, core.renewer.store());
+                core.keys
+                    .prepare(core.renewer.config(), core.renewer.store());
             }
             Err(error) => {
                 let failure = if error.is_permanent() {
@@ -734,7 +735,7 @@ impl Daemon {
                     rfc3339(retry_at)
                 ));
                 core.emit(Event::Failed {
-                    error: error.to_string(),
+                    error: std::sync::Arc::new(error),
                     retry_in: delay,
                 });
             }
@@ -790,34 +791,47 @@ impl Core {
             }
         };
         let env = HookEnv::new(&set.dir, &set.leaf, owed.previous_serial.as_deref());
-        for name in &owed.names {
-            if name == crate::store::state::SWANCTL_LINKS {
-                let linked = match crate::integrations::swanctl::Layout::from_config(&self.config) {
-                    Some(layout) => layout.link().map(|_| ()),
-                    None => Ok(()),
-                };
-                match &linked {
-                    Ok(()) => tracing::info!(
-                        "the [output.swanctl] links owed for the installed set are in place"
-                    ),
-                    Err(e) => tracing::warn!("the [output.swanctl] links are still owed: {e}"),
-                }
-                self.state.hook_done(name, linked.is_err());
-                self.persist();
-                continue;
-            }
-            let Some(hook) = self.config.hooks.iter().find(|h| &h.name == name).cloned() else {
-                self.state.hook_done(name, false);
-                continue;
+        // Owed first: a hook such as swanctl-reload loads what the links point at.
+        if owed
+            .names
+            .iter()
+            .any(|n| n == crate::store::state::SWANCTL_LINKS)
+        {
+            let linked = match crate::integrations::swanctl::Layout::from_config(self.config()) {
+                Some(layout) => layout.link().map(|_| ()),
+                None => Ok(()),
             };
-            tracing::info!(hook = %hook.name, serial = %owed.serial, "running a hook owed for the installed set");
-            let result = crate::renew::hooks::run_one(&hook, &env).await;
-            self.state.hook_done(&hook.name, !result.ok && hook.retry);
-            self.state.record_hook(result.clone());
-            self.emit(Event::HookFinished(result));
-            // Recorded hook by hook: a stop during the next one must not rerun this one.
+            match &linked {
+                Ok(()) => tracing::info!(
+                    "the [output.swanctl] links owed for the installed set are in place"
+                ),
+                Err(e) => tracing::warn!("the [output.swanctl] links are still owed: {e}"),
+            }
+            self.state
+                .hook_done(crate::store::state::SWANCTL_LINKS, linked.is_err());
             self.persist();
         }
+        let metrics = self.metrics_path().map(Path::to_path_buf);
+        let Core {
+            state,
+            renewer,
+            events,
+            ..
+        } = self;
+        crate::renew::hooks::run_owed(
+            &renewer.config().hooks,
+            &env,
+            state,
+            |hook| tracing::info!(hook = %hook.name, serial = %owed.serial, "running a hook owed for the installed set"),
+            // Recorded hook by hook: a stop during the next one must not rerun this one.
+            |state, result| {
+                if let Some(tx) = events {
+                    let _ = tx.send(Event::HookFinished(result.clone()));
+                }
+                crate::report::metrics::persist(state, renewer, metrics.as_deref());
+            },
+        )
+        .await;
         self.persist();
         self.state.hooks_owed.is_some()
     }
@@ -835,7 +849,7 @@ impl Core {
         if !set.is_usable(now) {
             return false;
         }
-        if self.config.hooks.is_empty() {
+        if self.config().hooks.is_empty() {
             // Whatever state.json still owes (the swanctl links, say) is run all the same.
             return self.state.hooks_owed.is_some();
         }
@@ -844,7 +858,7 @@ impl Core {
             tracing::info!(%serial, "the installed set was not recorded as installed by eit-certd; running its hooks to be sure its consumers use it");
             self.state.installed_serial = Some(serial.clone());
             self.state.hooks_owed =
-                crate::store::state::HooksOwed::all(serial, None, &self.config.hooks);
+                crate::store::state::HooksOwed::all(serial, None, &self.config().hooks);
         }
         self.state.hooks_owed.is_some()
     }
@@ -858,7 +872,7 @@ impl Core {
                 return Reloaded::Kept;
             }
         };
-        if config == self.config {
+        if config == *self.config() {
             // Also the answer after a bad file was fixed back: say so, or the fix looks ignored.
             tracing::info!(path = %self.config_path.display(), "configuration reloaded (unchanged)");
             let anchors = match self.renewer.reload_anchors() {
@@ -874,10 +888,10 @@ impl Core {
             };
             return Reloaded::Unchanged { anchors };
         }
-        if config.output.dir != self.config.output.dir {
+        if config.output.dir != self.config().output.dir {
             tracing::error!(
                 "keeping the running configuration: output.dir changed from {} to {}; restart eit-certd to move",
-                self.config.output.dir.display(),
+                self.config().output.dir.display(),
                 config.output.dir.display()
             );
             return Reloaded::Kept;
@@ -893,7 +907,6 @@ impl Core {
             Ok(renewer) => {
                 self.renewer = renewer;
                 self.keys = KeySource::new(config.certificate.key_bits.0);
-                self.config = config;
                 tracing::info!("configuration reloaded");
                 Reloaded::Taken
             }
@@ -904,10 +917,15 @@ impl Core {
         }
     }
 
+    /// The running configuration: the renewer's, replaced whole by a successful reload.
+    fn config(&self) -> &Config {
+        self.renewer.config()
+    }
+
     /// `run --metrics-file`, else `output.metrics_file`.
     fn metrics_path(&self) -> Option<&Path> {
         self.metrics_override.as_deref().or(self
-            .config
+            .config()
             .output
             .metrics_file
             .as_ref()
@@ -915,23 +933,7 @@ impl Core {
     }
 
     fn persist(&self) {
-        let dir = self.renewer.store().dir();
-        if let Err(e) = self.state.save(dir) {
-            tracing::warn!("cannot write state.json: {e}");
-        }
-        if let Some(path) = self.metrics_path() {
-            let leaf: Option<LeafInfo> = self
-                .renewer
-                .store()
-                .read_current()
-                .ok()
-                .flatten()
-                .map(|s| s.leaf);
-            let ca = crate::pki::ca_expiry::installed(self.renewer.store(), self.renewer.anchors());
-            if let Err(e) = crate::report::metrics::write(path, &self.state, leaf.as_ref(), &ca) {
-                tracing::warn!("cannot write the metrics file: {e}");
-            }
-        }
+        crate::report::metrics::persist(&self.state, &self.renewer, self.metrics_path());
     }
 }
 

@@ -16,7 +16,7 @@ use tokio::io::AsyncReadExt;
 use crate::config::HookConfig;
 use crate::pki::validate::LeafInfo;
 use crate::store;
-use crate::store::state::HookResult;
+use crate::store::state::{HookResult, State, SWANCTL_LINKS};
 use crate::text::rfc3339;
 
 /// Output kept per stream; a chatty hook cannot grow the daemon.
@@ -98,7 +98,7 @@ pub async fn run_one(hook: &HookConfig, env: &HookEnv) -> HookResult {
                 humantime::format_duration(hook.timeout.0)
             ),
         ),
-        Err(e) => (false, None, e),
+        Err(e) => (false, None, e.to_string()),
     };
     let result = HookResult {
         name: hook.name.clone(),
@@ -117,6 +117,42 @@ pub async fn run_one(hook: &HookConfig, env: &HookEnv) -> HookResult {
     result
 }
 
+/// Runs the hooks `state` owes for the set `env` describes, in their owed order (the config's),
+/// recording each in `state` as it finishes: a failed hook with `retry = true` stays owed.
+/// `starting` is told each hook before it runs, `finished` each result once recorded (the
+/// daemon logs the one, saves state.json and reports the other there). The one hook loop, for
+/// the hooks of a fresh install and for hooks owed from before.
+///
+/// The swanctl links are owed beside the hooks but are not one: the caller makes them first
+/// (see [`crate::store::state::owe_links`]). A name no hook has any more is dropped.
+pub async fn run_owed(
+    hooks: &[HookConfig],
+    env: &HookEnv,
+    state: &mut State,
+    mut starting: impl FnMut(&HookConfig),
+    mut finished: impl FnMut(&State, &HookResult),
+) -> Vec<HookResult> {
+    let owed = state
+        .hooks_owed
+        .as_ref()
+        .map(|o| o.names.clone())
+        .unwrap_or_default();
+    let mut results = Vec::with_capacity(owed.len());
+    for name in owed.iter().filter(|n| *n != SWANCTL_LINKS) {
+        let Some(hook) = hooks.iter().find(|h| &h.name == name) else {
+            state.hook_done(name, false);
+            continue;
+        };
+        starting(hook);
+        let result = run_one(hook, env).await;
+        state.hook_done(&hook.name, !result.ok && hook.retry);
+        state.record_hook(result.clone());
+        finished(state, &result);
+        results.push(result);
+    }
+    results
+}
+
 /// This program's path, for hooks that ask it something (`eit-certd can-read`): the one that
 /// installed the set, not whichever `eit-certd` comes first on PATH. After a package upgrade
 /// replaced the file, the kernel reports it as "PATH (deleted)"; the new file at PATH is the
@@ -133,13 +169,25 @@ fn own_binary() -> Option<&'static Path> {
     .as_deref()
 }
 
+/// Why a hook did not run to its end.
+#[derive(Debug, thiserror::Error)]
+enum HookError {
+    #[error("cannot start {}: {cause}", program.display())]
+    Start {
+        program: PathBuf,
+        cause: std::io::Error,
+    },
+    #[error("{cause}")]
+    Wait { cause: std::io::Error },
+}
+
 struct Finished {
     code: Option<i32>,
     output: String,
     timed_out: bool,
 }
 
-async fn execute(hook: &HookConfig, env: &HookEnv) -> Result<Finished, String> {
+async fn execute(hook: &HookConfig, env: &HookEnv) -> Result<Finished, HookError> {
     let argv = &hook.command.0;
     let program = PathBuf::from(&argv[0]);
     let mut command = tokio::process::Command::new(&program);
@@ -158,9 +206,10 @@ async fn execute(hook: &HookConfig, env: &HookEnv) -> Result<Finished, String> {
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    let mut child = command
-        .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", program.display()))?;
+    let mut child = command.spawn().map_err(|cause| HookError::Start {
+        program: program.clone(),
+        cause,
+    })?;
     let pgid = child.id().map(|id| Pid::from_raw(id as i32));
     // If this future is dropped (the daemon stops while the hook runs), the whole group goes:
     // `kill_on_drop` alone would reach the hook but not what it started.
@@ -185,7 +234,7 @@ async fn execute(hook: &HookConfig, env: &HookEnv) -> Result<Finished, String> {
     };
     let timed_out = status.is_none();
     let code = match status {
-        Some(status) => status.map_err(|e| e.to_string())?.code(),
+        Some(status) => status.map_err(|cause| HookError::Wait { cause })?.code(),
         None => {
             signal_group(pgid, Signal::SIGTERM);
             if tokio::time::timeout(KILL_GRACE, child.wait())

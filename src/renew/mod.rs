@@ -162,7 +162,7 @@ impl Renewer {
         &self.config
     }
 
-    /// A key from `keys`, [`Renewer::renew`], then the hooks, with the outcome (a failed key
+    /// A key from `keys`, [`Renewer::renew_prepared`], then the hooks, with the outcome (a failed key
     /// generation included) recorded in `state` (not saved). `installed` is called once the
     /// new set is live and before the first hook starts: the daemon tells systemd it is ready
     /// there, so that a hook that waits on a unit ordered after eit-certd (`systemctl restart
@@ -236,13 +236,8 @@ impl Renewer {
                 if let Err(e) = state.save(self.store.dir()) {
                     tracing::warn!("cannot record the install in state.json: {e}");
                 }
-                let mut results = Vec::with_capacity(self.config.hooks.len());
-                for hook in &self.config.hooks {
-                    let result = hooks::run_one(hook, &hook_env).await;
-                    state.hook_done(&hook.name, !result.ok && hook.retry);
-                    state.record_hook(result.clone());
-                    results.push(result);
-                }
+                let results =
+                    hooks::run_owed(&self.config.hooks, &hook_env, state, |_| {}, |_, _| {}).await;
                 self.prune_after(&renewed.generation).await;
                 Ok(AttemptOutcome {
                     renewed,
@@ -255,18 +250,6 @@ impl Renewer {
                 Err(e)
             }
         }
-    }
-
-    /// Requests a certificate for `key` and installs it. `key` is consumed: a key is used for
-    /// one CSR only, and is wiped when the set is on disk (or the attempt failed).
-    pub async fn renew(&self, key: PrivateKey) -> Result<Renewed, RenewError> {
-        let started = std::time::Instant::now();
-        let prepared = Prepared::new(key, &self.config.certificate.subject)?;
-        let csr = started.elapsed();
-        let mut renewed = self.renew_prepared(prepared).await?;
-        renewed.timings.csr = csr;
-        self.prune_after(&renewed.generation).await;
-        Ok(renewed)
     }
 
     /// The pipeline without the install, for `check --online`: the certificate request and
@@ -329,8 +312,10 @@ impl Renewer {
         let _ = tokio::task::spawn_blocking(move || store.prune_after(&installed)).await;
     }
 
-    /// [`Renewer::renew`] with the CSR already signed: the critical path is the round trip.
-    /// Returns once the new set is live; pruning is left to the caller.
+    /// Requests a certificate for `prepared` (a key and its signed CSR) and installs it: the
+    /// critical path is the round trip. Returns once the new set is live; pruning is left to
+    /// the caller ([`Renewer::prune_after`]). The key is consumed: a key is used for one CSR
+    /// only, and is wiped when the set is on disk (or the attempt failed).
     pub async fn renew_prepared(&self, prepared: Prepared) -> Result<Renewed, RenewError> {
         let Prepared { key, csr_pem, .. } = prepared;
         let mut timings = Timings::default();

@@ -328,13 +328,13 @@ fn unfit_file_system(dir: &Path) -> Option<String> {
 
 /// Installed key files must not be readable by others.
 fn check_installed_modes(config: &Config, problems: &mut Vec<Problem>) {
-    let current = config.output.dir.join(store::CURRENT);
-    let allowed = if config.output.group.is_some() {
-        0o640
-    } else {
-        0o600
+    // The store's own rule (an unknown output.group is reported above).
+    let Ok(store) = Store::from_config(&config.output) else {
+        return;
     };
-    for name in [store::KEY_FILE, store::COMBINED_FILE] {
+    let allowed = store.key_mode();
+    let current = config.output.dir.join(store::CURRENT);
+    for name in store::KEY_FILES {
         let path = current.join(name);
         if let Ok(m) = std::fs::metadata(&path) {
             let mode = m.permissions().mode() & 0o777;

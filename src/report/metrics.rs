@@ -135,6 +135,23 @@ pub fn write(
     write_atomic(path, render(state, leaf, ca).as_bytes(), 0o644)
 }
 
+/// Saves `state` (state.json) and rewrites the metrics textfile, if one is configured, from it
+/// and the installed set: after every change, so that `status` and node_exporter never read an
+/// older story than the log tells. Failures are logged; the next change writes again.
+pub fn persist(state: &State, renewer: &crate::renew::Renewer, metrics: Option<&Path>) {
+    let store = renewer.store();
+    if let Err(e) = state.save(store.dir()) {
+        tracing::warn!("cannot write state.json: {e}");
+    }
+    if let Some(path) = metrics {
+        let leaf = store.read_current().ok().flatten().map(|s| s.leaf);
+        let ca = crate::pki::ca_expiry::installed(store, renewer.anchors());
+        if let Err(e) = write(path, state, leaf.as_ref(), &ca) {
+            tracing::warn!("cannot write the metrics file: {e}");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

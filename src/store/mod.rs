@@ -37,6 +37,8 @@ pub const CERT_FILE: &str = "cert.pem";
 pub const CHAIN_FILE: &str = "chain.pem";
 pub const FULLCHAIN_FILE: &str = "fullchain.pem";
 pub const COMBINED_FILE: &str = "combined.pem";
+/// The files of a set that hold the private key, written with [`Store::key_mode`].
+pub const KEY_FILES: [&str; 2] = [KEY_FILE, COMBINED_FILE];
 pub const CURRENT: &str = "current";
 pub const GENERATIONS: &str = "generations";
 
@@ -214,8 +216,9 @@ impl Store {
         self.dir.join(GENERATIONS)
     }
 
-    /// Mode for files holding the private key.
-    fn key_mode(&self) -> u32 {
+    /// Mode for files holding the private key ([`KEY_FILES`]): the one rule `install`
+    /// writes, `repair_modes` restores and `check` reports.
+    pub fn key_mode(&self) -> u32 {
         if self.group.is_some() {
             0o640
         } else {
@@ -366,15 +369,17 @@ impl Store {
     }
 
     /// Installs `verified` with `key` as a new generation, points `current` at it, and prunes
-    /// generations past `keep`.
+    /// generations past `keep` (what a renewal does in two steps, for the unit tests).
+    #[cfg(test)]
     pub fn install(&self, key: &PrivateKey, verified: &Verified) -> Result<Generation, StoreError> {
         let generation = self.install_set(key, verified)?;
         self.prune_after(&generation);
         Ok(generation)
     }
 
-    /// [`Store::install`] up to the swap of `current`: the new set is live (and durable) when
-    /// this returns. The renewal times this, then prunes with [`Store::prune_after`].
+    /// Installs `verified` with `key` as a new generation and points `current` at it: the new
+    /// set is live (and durable) when this returns. The renewal times this, then prunes with
+    /// [`Store::prune_after`] once the hooks have moved the consumers off the old files.
     pub fn install_set(
         &self,
         key: &PrivateKey,
@@ -478,7 +483,7 @@ impl Store {
     /// explicitly) kept them out of every set while their reloads failed. Nothing secret is
     /// exposed: the key files keep their own modes. Changed through a descriptor opened
     /// without following links; a `generations/` that is not ours is left to `check_safe`.
-    fn repair_generations_mode(&self) -> Option<String> {
+    fn repair_generations_mode(&self) -> Option<ModeRepair> {
         use std::os::unix::fs::MetadataExt;
         let path = self.generations();
         let dir = open_dir_nofollow(&path).ok()?;
@@ -488,21 +493,13 @@ impl Store {
             return None;
         }
         let want = (mode | 0o755) & !0o022;
-        Some(
-            match dir.set_permissions(fs::Permissions::from_mode(want)) {
-                Ok(()) => format!(
-                "{} had mode {mode:o}, which keeps consumers that run as another user (stunnel) \
-                 out of every certificate set; set it to {want:o}",
-                path.display()
-            ),
-                Err(e) => format!(
-                    "{} has mode {mode:o}, which keeps consumers that run as another user out of \
-                 every certificate set, and cannot be set to {want:o}: {e}; run `chmod 755 {}`",
-                    path.display(),
-                    path.display()
-                ),
-            },
-        )
+        Some(ModeRepair {
+            file: ModeFile::Generations,
+            path,
+            was: mode,
+            want,
+            failed: dir.set_permissions(fs::Permissions::from_mode(want)).err(),
+        })
     }
 
     /// Puts the key files of the current set back to their mode (0600, or 0640 with a group)
@@ -511,14 +508,18 @@ impl Store {
     ///
     /// Each file is opened without following a symlink and changed through its descriptor, so
     /// a key file replaced by a link to some other file never gets that file's mode changed.
-    pub fn repair_modes(&self) -> Vec<String> {
+    pub fn repair_modes(&self) -> Vec<ModeNote> {
         use std::os::unix::fs::MetadataExt;
-        let mut notes: Vec<String> = self.repair_generations_mode().into_iter().collect();
+        let mut notes: Vec<ModeNote> = self
+            .repair_generations_mode()
+            .map(ModeNote::Repair)
+            .into_iter()
+            .collect();
         let Ok(Some(generation)) = self.current_generation() else {
             return notes;
         };
         let want = self.key_mode();
-        for name in [KEY_FILE, COMBINED_FILE] {
+        for name in KEY_FILES {
             let path = generation.file(name);
             let file = match files::open_ours(&path, false) {
                 Ok(f) => f,
@@ -526,9 +527,7 @@ impl Store {
                 // Not ours (a link, another owner, a hard link to some other file): changing
                 // its mode is not our call.
                 Err(e) => {
-                    notes.push(format!(
-                        "{e}; left as it is. `eit-certd renew --force` installs a complete set"
-                    ));
+                    notes.push(ModeNote::NotOurs(e));
                     continue;
                 }
             };
@@ -537,16 +536,13 @@ impl Store {
             };
             let mode = meta.mode() & 0o7777;
             if mode != want {
-                match file.set_permissions(fs::Permissions::from_mode(want)) {
-                    Ok(()) => notes.push(format!(
-                        "{} had mode {mode:o}; set it back to {want:o}",
-                        path.display()
-                    )),
-                    Err(e) => notes.push(format!(
-                        "{} has mode {mode:o} and cannot be set to {want:o}: {e}",
-                        path.display()
-                    )),
-                }
+                notes.push(ModeNote::Repair(ModeRepair {
+                    file: ModeFile::Key,
+                    path,
+                    was: mode,
+                    want,
+                    failed: file.set_permissions(fs::Permissions::from_mode(want)).err(),
+                }));
             }
         }
         notes
@@ -741,6 +737,64 @@ fn fsync_dir(dir: &Path) -> Result<(), StoreError> {
     files::fsync_dir(dir).map_err(io("fsync", dir))
 }
 
+/// What [`Store::repair_modes`] found: a mode it set back (or could not), or a key file it
+/// left alone because it is not ours to change.
+#[derive(Debug, thiserror::Error)]
+pub enum ModeNote {
+    #[error("{0}")]
+    Repair(ModeRepair),
+    #[error("{0}; left as it is. `eit-certd renew --force` installs a complete set")]
+    NotOurs(files::NotOurs),
+}
+
+/// Which kind of file had its mode changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModeFile {
+    /// A private-key file of the installed set (see [`Store::key_mode`]).
+    Key,
+    /// The `generations/` directory, which consumers running as another user must traverse.
+    Generations,
+}
+
+/// A mode that was not the store's, and what setting it back did.
+#[derive(Debug)]
+pub struct ModeRepair {
+    pub file: ModeFile,
+    pub path: PathBuf,
+    /// The mode found.
+    pub was: u32,
+    /// The mode it should have.
+    pub want: u32,
+    /// Why it could not be set (`None`: it now has `want`).
+    pub failed: Option<std::io::Error>,
+}
+
+impl std::fmt::Display for ModeRepair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (path, was, want) = (self.path.display(), self.was, self.want);
+        match (self.file, &self.failed) {
+            (ModeFile::Key, None) => write!(f, "{path} had mode {was:o}; set it back to {want:o}"),
+            (ModeFile::Key, Some(e)) => {
+                write!(
+                    f,
+                    "{path} has mode {was:o} and cannot be set to {want:o}: {e}"
+                )
+            }
+            (ModeFile::Generations, None) => write!(
+                f,
+                "{path} had mode {was:o}, which keeps consumers that run as another user \
+                 (stunnel) out of every certificate set; set it to {want:o}"
+            ),
+            (ModeFile::Generations, Some(e)) => write!(
+                f,
+                "{path} has mode {was:o}, which keeps consumers that run as another user out \
+                 of every certificate set, and cannot be set to {want:o}: {e}; run `chmod 755 \
+                 {path}`"
+            ),
+        }
+    }
+}
+
 /// A file write's failure keeps the store's advice (which names `output.dir`).
 impl From<WriteError> for StoreError {
     fn from(e: WriteError) -> StoreError {
@@ -931,7 +985,7 @@ mod tests {
         fs::set_permissions(g.file(KEY_FILE), fs::Permissions::from_mode(0o644)).unwrap();
         let notes = store.repair_modes();
         assert_eq!(notes.len(), 1, "{notes:?}");
-        assert!(notes[0].contains("had mode 644"), "{notes:?}");
+        assert!(notes[0].to_string().contains("had mode 644"), "{notes:?}");
         assert_eq!(mode(&g.file(KEY_FILE)), 0o600);
     }
 
@@ -946,7 +1000,7 @@ mod tests {
         assert_eq!(mode(&generations), 0o755);
         fs::set_permissions(&generations, fs::Permissions::from_mode(0o700)).unwrap();
         let notes = store.repair_modes();
-        assert!(notes[0].contains("had mode 700"), "{notes:?}");
+        assert!(notes[0].to_string().contains("had mode 700"), "{notes:?}");
         assert_eq!(mode(&generations), 0o755);
         // An install repairs it too (the daemon runs for months).
         fs::set_permissions(&generations, fs::Permissions::from_mode(0o711)).unwrap();
