@@ -15,8 +15,6 @@ use std::time::Duration;
 use serde::Deserialize;
 use time::Date;
 
-pub use crate::metadata::api::ApiFamily;
-
 /// Where the configuration is read from unless `--config` or `EIT_CERTD_CONFIG` says otherwise.
 pub const DEFAULT_PATH: &str = "/etc/eit-certd/config.toml";
 
@@ -26,10 +24,34 @@ pub const DEFAULT_ENDPOINT: &str = "http://api.metadata.cloud.ibm.com";
 /// The API version date we are built and tested against.
 pub const DEFAULT_VERSION: &str = "2025-08-26";
 
+/// Which path family the service is reached through (`metadata.api`). `identity` is the current
+/// one (`/identity/v1/...`, required from version 2025-08-26 on); `instance_identity` is the
+/// older family that many instances and docs still use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ApiFamily {
+    #[default]
+    Identity,
+    InstanceIdentity,
+}
+
+impl ApiFamily {
+    /// The path prefix for token, certificate and IAM-token calls.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            ApiFamily::Identity => "/identity/v1",
+            ApiFamily::InstanceIdentity => "/instance_identity/v1",
+        }
+    }
+}
+
+/// The first `version` date that serves instance identity tokens.
+pub const MIN_VERSION: &str = "2022-03-01";
+
 /// From this version on the service answers only the `/identity/v1` family; the older
 /// `/instance_identity/v1` family needs an earlier version date (see the migration notes in
 /// `shared/api/identity-operations.md`).
-pub const IDENTITY_ONLY_FROM: &str = crate::metadata::api::IDENTITY_ONLY_FROM;
+pub const IDENTITY_ONLY_FROM: &str = "2025-08-26";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -480,11 +502,11 @@ impl TryFrom<String> for ApiVersion {
     type Error = String;
     fn try_from(s: String) -> Result<Self, String> {
         let date = ApiVersion::parse(&s)?;
-        let min = ApiVersion::parse(crate::metadata::api::MIN_VERSION).expect("valid constant");
+        let min = ApiVersion::parse(MIN_VERSION).expect("valid constant");
         if date < min {
             return Err(format!(
                 "metadata.version {s} is older than {}, the first version that serves instance identity tokens",
-                crate::metadata::api::MIN_VERSION
+                MIN_VERSION
             ));
         }
         Ok(ApiVersion(date))

@@ -470,10 +470,11 @@ impl Daemon {
         if owed {
             daemon.machine.hooks_owed_at_start(now);
         }
-        let ca = crate::pki::ca_expiry::installed(
-            daemon.core.renewer.store(),
-            daemon.core.renewer.anchors(),
-        );
+        let ca = daemon
+            .core
+            .renewer
+            .store()
+            .ca_expiry(daemon.core.renewer.anchors());
         for warning in ca.warnings(now.wall) {
             tracing::warn!("{warning}");
         }

@@ -19,33 +19,6 @@ fn service_text<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     Ok(crate::text::bounded(&s, SERVICE_TEXT_LIMIT))
 }
 
-/// Which path family the service is reached through. `identity` is the current one
-/// (`/identity/v1/...`, required from version 2025-08-26 on); `instance_identity` is the older
-/// family that many instances and docs still use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum ApiFamily {
-    #[default]
-    Identity,
-    InstanceIdentity,
-}
-
-impl ApiFamily {
-    /// The path prefix for token, certificate and IAM-token calls.
-    pub fn prefix(self) -> &'static str {
-        match self {
-            ApiFamily::Identity => "/identity/v1",
-            ApiFamily::InstanceIdentity => "/instance_identity/v1",
-        }
-    }
-}
-
-/// The first `version` date that serves instance identity tokens.
-pub const MIN_VERSION: &str = "2022-03-01";
-
-/// From this `version` date on only the `identity` family is served.
-pub const IDENTITY_ONLY_FROM: &str = "2025-08-26";
-
 /// `PUT {family}/token` body.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]

@@ -16,10 +16,10 @@ use serde::de::DeserializeOwned;
 use zeroize::Zeroizing;
 
 use super::api::{
-    ApiFamily, CertificateRequest, CertificateResponse, ErrorBody, IamTokenRequest, Instance,
-    TokenRequest, TokenResponse, TrustedProfileRef,
+    CertificateRequest, CertificateResponse, ErrorBody, IamTokenRequest, Instance, TokenRequest,
+    TokenResponse, TrustedProfileRef,
 };
-use crate::config::{Endpoint, MetadataConfig};
+use crate::config::{ApiFamily, Endpoint, MetadataConfig};
 
 /// Largest response body read from the service. A certificate response is a few KiB.
 pub const BODY_LIMIT: usize = 1024 * 1024;

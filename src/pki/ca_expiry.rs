@@ -15,7 +15,6 @@ use x509_parser::prelude::FromDer;
 
 use crate::pki::validate::{CaInfo, Verified};
 use crate::pki::TrustAnchors;
-use crate::store::{CurrentSet, CHAIN_FILE};
 use crate::text::rfc3339;
 
 /// How long before a CA's notAfter the warnings start.
@@ -42,10 +41,10 @@ impl CaExpiry {
         }
     }
 
-    /// From the installed set's `chain.pem` and the configured anchors (the one whose key
+    /// From an installed set's `chain.pem` and the configured anchors (the one whose key
     /// signed the top of the chain). Whatever cannot be read is left out.
-    pub fn of_installed(set: &CurrentSet, anchors: Option<&TrustAnchors>) -> CaExpiry {
-        let Some(pem) = read_chain(&set.dir.join(CHAIN_FILE)) else {
+    pub fn of_chain_file(chain: &Path, anchors: Option<&TrustAnchors>) -> CaExpiry {
+        let Some(pem) = read_chain(chain) else {
             return CaExpiry::default();
         };
         let ders: Vec<Vec<u8>> = x509_parser::pem::Pem::iter_from_buffer(&pem)
@@ -135,14 +134,6 @@ fn read_chain(path: &Path) -> Option<Vec<u8>> {
     let mut bytes = Vec::new();
     file.take(MAX_CHAIN_BYTES).read_to_end(&mut bytes).ok()?;
     Some(bytes)
-}
-
-/// The CA expiry of what is installed in `store` now, empty when nothing is.
-pub fn installed(store: &crate::store::Store, anchors: Option<&TrustAnchors>) -> CaExpiry {
-    match store.read_current() {
-        Ok(Some(set)) => CaExpiry::of_installed(&set, anchors),
-        _ => CaExpiry::default(),
-    }
 }
 
 #[cfg(test)]

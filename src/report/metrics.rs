@@ -145,7 +145,7 @@ pub fn persist(state: &State, renewer: &crate::renew::Renewer, metrics: Option<&
     }
     if let Some(path) = metrics {
         let leaf = store.read_current().ok().flatten().map(|s| s.leaf);
-        let ca = crate::pki::ca_expiry::installed(store, renewer.anchors());
+        let ca = store.ca_expiry(renewer.anchors());
         if let Err(e) = write(path, state, leaf.as_ref(), &ca) {
             tracing::warn!("cannot write the metrics file: {e}");
         }

@@ -210,7 +210,7 @@ impl Report {
             Ok(a) => (a, None),
             Err(e) => (None, Some(e.to_string())),
         };
-        let expiry = crate::pki::ca_expiry::installed(store, anchors.as_ref());
+        let expiry = store.ca_expiry(anchors.as_ref());
         if expiry == CaExpiry::default() && anchor_problem.is_none() {
             return;
         }

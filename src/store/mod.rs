@@ -29,6 +29,7 @@ use nix::unistd::Gid;
 use time::OffsetDateTime;
 
 use crate::files::{self, Links, ReadError, WriteError, TMP_PREFIX};
+use crate::pki::ca_expiry::CaExpiry;
 use crate::pki::validate::LeafInfo;
 use crate::pki::{PrivateKey, Verified};
 
@@ -214,6 +215,15 @@ impl Store {
 
     fn generations(&self) -> PathBuf {
         self.dir.join(GENERATIONS)
+    }
+
+    /// The CA expiry of the installed set (from its `chain.pem`), empty when nothing is
+    /// installed.
+    pub fn ca_expiry(&self, anchors: Option<&crate::pki::TrustAnchors>) -> CaExpiry {
+        match self.read_current() {
+            Ok(Some(set)) => CaExpiry::of_chain_file(&set.dir.join(CHAIN_FILE), anchors),
+            _ => CaExpiry::default(),
+        }
     }
 
     /// Mode for files holding the private key ([`KEY_FILES`]): the one rule `install`
