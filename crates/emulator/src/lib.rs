@@ -25,11 +25,6 @@ mod tls;
 mod tokens;
 pub mod wire;
 
-#[cfg(test)]
-mod fault_tests;
-#[cfg(test)]
-mod tests;
-
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
