@@ -41,3 +41,42 @@ pub(crate) async fn serve_http(
         tracing::error!(error = %e, "emulator HTTP server failed");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Over a real socket every peer is loopback; only the router, handed a peer address,
+    // can show the refusal of a remote one.
+    #[tokio::test]
+    async fn control_endpoints_refuse_remote_peers() {
+        use axum::body::Body;
+        use axum::extract::ConnectInfo;
+        use tower::ServiceExt;
+
+        let emu = crate::start(crate::Options::default()).await.unwrap();
+        let app = app(emu.shared.clone());
+        let request = |peer: Option<SocketAddr>| {
+            let mut req = axum::http::Request::get("/emulator/v1/requests")
+                .body(Body::empty())
+                .unwrap();
+            if let Some(peer) = peer {
+                req.extensions_mut().insert(ConnectInfo(peer));
+            }
+            req
+        };
+        let remote = app
+            .clone()
+            .oneshot(request(Some("10.1.2.3:4000".parse().unwrap())))
+            .await
+            .unwrap();
+        assert_eq!(remote.status(), axum::http::StatusCode::FORBIDDEN);
+        let unknown = app.clone().oneshot(request(None)).await.unwrap();
+        assert_eq!(unknown.status(), axum::http::StatusCode::FORBIDDEN);
+        let mapped = app
+            .oneshot(request(Some("[::ffff:127.0.0.1]:4000".parse().unwrap())))
+            .await
+            .unwrap();
+        assert_eq!(mapped.status(), axum::http::StatusCode::OK);
+    }
+}
