@@ -12,6 +12,7 @@ mod config_errors;
 mod crash;
 mod daemon;
 mod demo;
+mod differential;
 mod faults;
 mod first_hour;
 mod fleet;
