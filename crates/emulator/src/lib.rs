@@ -21,6 +21,7 @@ mod misbehave;
 mod routes;
 mod server;
 mod state;
+mod stop;
 mod tls;
 mod tokens;
 pub mod wire;

@@ -1,5 +1,4 @@
-//! Assembling the whole application and serving it over plain HTTP, plus the stop signal
-//! both the HTTP and HTTPS servers watch.
+//! Assembling the whole application and serving it over plain HTTP.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,19 +12,13 @@ use super::body::BODY_LIMIT;
 use super::control::control_router;
 use super::routes::api_router;
 use super::state::Shared;
+use super::stop::stop_requested;
 
 /// Control endpoints first; everything else is an API call.
 pub(crate) fn app(shared: Arc<Shared>) -> Router {
     control_router(shared.clone())
         .fallback_service(api_router(shared))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-}
-
-/// Resolves once a stop is asked for, or once nobody can ask any more (the sender, held by
-/// `Running`, was dropped).
-pub(crate) async fn stop_requested(stop: &mut watch::Receiver<bool>) {
-    // An error means the sender is gone, which is a request to stop as well.
-    let _ = stop.wait_for(|stop| *stop).await;
 }
 
 pub(crate) async fn serve_http(

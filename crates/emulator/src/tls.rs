@@ -17,7 +17,7 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 use super::ca::KeyedCert;
-use super::server::stop_requested;
+use super::stop::stop_requested;
 use super::EmulatorError;
 
 /// A client that connects but never finishes the handshake is dropped after this long.
