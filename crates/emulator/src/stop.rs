@@ -1,4 +1,4 @@
-//! The stop signal: [`crate::Running`] holds the sender; the HTTP and HTTPS servers, and a
+//! The stop signal: `Running` holds the sender; the HTTP and HTTPS servers, and a
 //! request held back by the `slow` fault, wait on a receiver. Its own module so that the
 //! servers and the routes can share it without importing each other.
 
