@@ -1,4 +1,5 @@
-//! Wire types of the VPC instance metadata service, shared by the client and the emulator.
+//! Wire types of the VPC instance metadata service, as eit-certd's client reads and sends them
+//! (the emulator has its own; see the `metadata` module).
 //!
 //! Field names follow the documented JSON exactly (see `shared/api/identity-operations.md`).
 //! Types that carry a credential redact it in `Debug`, so a stray `{:?}` never leaks a token.
@@ -137,18 +138,6 @@ pub struct ErrorItem {
 }
 
 impl ErrorBody {
-    pub fn single(status: u16, code: &str, message: impl Into<String>) -> Self {
-        ErrorBody {
-            errors: vec![ErrorItem {
-                code: code.to_string(),
-                message: message.into(),
-                more_info: None,
-            }],
-            trace: None,
-            status_code: Some(status),
-        }
-    }
-
     /// `code: message; code: message` — the form the client puts into its error messages.
     pub fn summary(&self) -> String {
         self.errors
