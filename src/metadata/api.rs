@@ -181,7 +181,7 @@ mod tests {
 
     #[test]
     fn documented_sample_response_parses() {
-        let text = include_str!("../../tests/fixtures/sample-certificates-response.json");
+        let text = include_str!("../../crates/emulator/data/sample-certificates-response.json");
         let r: CertificateResponse = serde_json::from_str(text).unwrap();
         assert_eq!(r.certificates.len(), 2);
         assert_eq!(r.expires_in, 3600);
