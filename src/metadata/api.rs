@@ -1,4 +1,5 @@
-//! Wire types of the VPC instance metadata service, shared by the client and the emulator.
+//! Wire types of the VPC instance metadata service, as eit-certd's client reads and sends them
+//! (the emulator has its own; see the `metadata` module).
 //!
 //! Field names follow the documented JSON exactly (see `shared/api/identity-operations.md`).
 //! Types that carry a credential redact it in `Debug`, so a stray `{:?}` never leaks a token.
@@ -110,18 +111,6 @@ pub struct ErrorItem {
 }
 
 impl ErrorBody {
-    pub fn single(status: u16, code: &str, message: impl Into<String>) -> Self {
-        ErrorBody {
-            errors: vec![ErrorItem {
-                code: code.to_string(),
-                message: message.into(),
-                more_info: None,
-            }],
-            trace: None,
-            status_code: Some(status),
-        }
-    }
-
     /// `code: message; code: message` — the form the client puts into its error messages.
     pub fn summary(&self) -> String {
         self.errors
@@ -165,7 +154,7 @@ mod tests {
 
     #[test]
     fn documented_sample_response_parses() {
-        let text = include_str!("../../tests/fixtures/sample-certificates-response.json");
+        let text = include_str!("../../crates/emulator/data/sample-certificates-response.json");
         let r: CertificateResponse = serde_json::from_str(text).unwrap();
         assert_eq!(r.certificates.len(), 2);
         assert_eq!(r.expires_in, 3600);

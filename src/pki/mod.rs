@@ -19,9 +19,6 @@ pub use validate::{Rejection, Verified};
 #[cfg(test)]
 pub(crate) mod testca;
 
-#[cfg(test)]
-mod differential;
-
 /// PEM armour with 64-column base64, the layout every TLS tool reads.
 pub fn pem_encode(label: &str, der: &[u8]) -> String {
     let b64 = openssl::base64::encode_block(der);

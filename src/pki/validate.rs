@@ -726,7 +726,8 @@ mod tests {
         TrustAnchors::from_pem(pem.as_bytes(), Path::new("root.pem")).unwrap()
     }
 
-    const SAMPLE: &str = include_str!("../../tests/fixtures/sample-certificates-response.json");
+    const SAMPLE: &str =
+        include_str!("../../crates/emulator/data/sample-certificates-response.json");
 
     fn sample_certs() -> Vec<String> {
         let v: serde_json::Value = serde_json::from_str(SAMPLE).unwrap();

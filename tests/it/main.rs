@@ -1,5 +1,6 @@
 //! The integration tests: one binary (as ripgrep keeps them), a module per area. Every test
-//! starts the real `eit-certd` binary, and where it needs a service, the real emulator.
+//! starts the real `eit-certd` binary, and where it needs a service, the real emulator; but
+//! `differential`, which holds the library's validator against the real `openssl verify`.
 // A benchmark and tests report on stdout; the product prints only through `out!`.
 #![allow(clippy::print_stdout)]
 #![allow(dead_code)]
@@ -12,6 +13,7 @@ mod config_errors;
 mod crash;
 mod daemon;
 mod demo;
+mod differential;
 mod faults;
 mod first_hour;
 mod fleet;

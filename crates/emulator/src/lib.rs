@@ -4,7 +4,7 @@
 //! with the service's validation rules and error bodies.
 //!
 //! This file owns the public interface: [`Options`], [`start`], [`Running`] and
-//! [`EmulatorError`]. The emulator also answers loopback-only control calls under
+//! [`EmulatorError`] (defined in `error`, which the TLS setup returns too). The emulator also answers loopback-only control calls under
 //! `/emulator/v1/` (`PUT fault`, `GET requests`) that mirror [`Running::set_fault`] and
 //! [`Running::requests`].
 
@@ -14,6 +14,7 @@ mod ca;
 mod clock;
 mod control;
 mod csr;
+mod error;
 mod faults;
 mod ids;
 mod journal;
@@ -21,14 +22,10 @@ mod misbehave;
 mod routes;
 mod server;
 mod state;
+mod stop;
 mod tls;
 mod tokens;
 pub mod wire;
-
-#[cfg(test)]
-mod fault_tests;
-#[cfg(test)]
-mod tests;
 
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -41,6 +38,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use csr::CsrView;
+pub use error::EmulatorError;
 pub use faults::{Fault, Scope, UnknownFault};
 pub use journal::RequestRecord;
 
@@ -82,33 +80,6 @@ impl Default for Options {
             fault: Fault::Ok,
             instance_id: DEFAULT_INSTANCE_ID.to_string(),
         }
-    }
-}
-
-/// Why the emulator could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum EmulatorError {
-    #[error("emulator could not listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("emulator could not generate its certificate authority: {0}")]
-    Ca(#[source] Box<dyn std::error::Error + Send + Sync>),
-    #[error("emulator could not set up TLS: {0}")]
-    Tls(#[source] rustls::Error),
-    #[error("emulator could not write its state file {}: {source}", path.display())]
-    StateDir {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-impl EmulatorError {
-    fn ca(e: impl std::error::Error + Send + Sync + 'static) -> Self {
-        EmulatorError::Ca(Box::new(e))
     }
 }
 

@@ -22,8 +22,8 @@ use super::csr::{CsrRejection, CsrView, ParsedCsr};
 use super::faults::{ApiCall, Fault, SLOW_DELAY};
 use super::journal::RequestRecord;
 use super::misbehave;
-use super::server;
 use super::state::Shared;
+use super::stop::stop_requested;
 use super::tokens::{
     self, TokenProblem, DEFAULT_TOKEN_SECONDS, MAX_TOKEN_SECONDS, MIN_TOKEN_SECONDS,
 };
@@ -98,7 +98,7 @@ async fn fault_gate(State(shared): State<Arc<Shared>>, mut req: Request, next: N
             let mut stop = shared.stop.clone();
             tokio::select! {
                 () = tokio::time::sleep(SLOW_DELAY) => {}
-                () = server::stop_requested(&mut stop) => {}
+                () = stop_requested(&mut stop) => {}
             }
             next.run(req).await
         }

@@ -1,5 +1,4 @@
-//! Assembling the whole application and serving it over plain HTTP, plus the stop signal
-//! both the HTTP and HTTPS servers watch.
+//! Assembling the whole application and serving it over plain HTTP.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,19 +12,13 @@ use super::body::BODY_LIMIT;
 use super::control::control_router;
 use super::routes::api_router;
 use super::state::Shared;
+use super::stop::stop_requested;
 
 /// Control endpoints first; everything else is an API call.
 pub(crate) fn app(shared: Arc<Shared>) -> Router {
     control_router(shared.clone())
         .fallback_service(api_router(shared))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-}
-
-/// Resolves once a stop is asked for, or once nobody can ask any more (the sender, held by
-/// `Running`, was dropped).
-pub(crate) async fn stop_requested(stop: &mut watch::Receiver<bool>) {
-    // An error means the sender is gone, which is a request to stop as well.
-    let _ = stop.wait_for(|stop| *stop).await;
 }
 
 pub(crate) async fn serve_http(
@@ -39,5 +32,44 @@ pub(crate) async fn serve_http(
         .await;
     if let Err(e) = result {
         tracing::error!(error = %e, "emulator HTTP server failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Over a real socket every peer is loopback; only the router, handed a peer address,
+    // can show the refusal of a remote one.
+    #[tokio::test]
+    async fn control_endpoints_refuse_remote_peers() {
+        use axum::body::Body;
+        use axum::extract::ConnectInfo;
+        use tower::ServiceExt;
+
+        let emu = crate::start(crate::Options::default()).await.unwrap();
+        let app = app(emu.shared.clone());
+        let request = |peer: Option<SocketAddr>| {
+            let mut req = axum::http::Request::get("/emulator/v1/requests")
+                .body(Body::empty())
+                .unwrap();
+            if let Some(peer) = peer {
+                req.extensions_mut().insert(ConnectInfo(peer));
+            }
+            req
+        };
+        let remote = app
+            .clone()
+            .oneshot(request(Some("10.1.2.3:4000".parse().unwrap())))
+            .await
+            .unwrap();
+        assert_eq!(remote.status(), axum::http::StatusCode::FORBIDDEN);
+        let unknown = app.clone().oneshot(request(None)).await.unwrap();
+        assert_eq!(unknown.status(), axum::http::StatusCode::FORBIDDEN);
+        let mapped = app
+            .oneshot(request(Some("[::ffff:127.0.0.1]:4000".parse().unwrap())))
+            .await
+            .unwrap();
+        assert_eq!(mapped.status(), axum::http::StatusCode::OK);
     }
 }

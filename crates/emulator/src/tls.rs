@@ -17,8 +17,8 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 use super::ca::KeyedCert;
-use super::server::stop_requested;
-use super::EmulatorError;
+use super::error::EmulatorError;
+use super::stop::stop_requested;
 
 /// A client that connects but never finishes the handshake is dropped after this long.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

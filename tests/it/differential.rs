@@ -26,8 +26,9 @@ use openssl::x509::extension::{
 use openssl::x509::{X509Name, X509};
 use time::OffsetDateTime;
 
-use super::anchors::TrustAnchors;
-use super::validate::{validate, Rejection, Who, DEFAULT_SKEW};
+use eit_certd::config::CertificateConfig;
+use eit_certd::pki::anchors::TrustAnchors;
+use eit_certd::pki::validate::{validate, Rejection, Who, DEFAULT_SKEW};
 
 struct Keys {
     root_a: PKey<Private>,
@@ -839,7 +840,7 @@ fn openssl_verify(dir: &Path, made: &Made) -> (bool, String) {
 #[test]
 fn validation_agrees_with_openssl_verify_x509_strict_auth_level_2() {
     if Command::new("openssl").arg("version").output().is_err() {
-        eprintln!("SKIPPED: validation_agrees_with_openssl_verify: no openssl program");
+        skipped!("validation_agrees_with_openssl_verify: no openssl program");
         return;
     }
     let started = Instant::now();
@@ -906,8 +907,10 @@ fn validation_agrees_with_openssl_verify_x509_strict_auth_level_2() {
     );
 }
 
+/// SHA-256 of the DER in lower-case hex, the form anchors are named by (the crate's own
+/// `hex_lower` is private to it).
 fn fingerprint(cert: &X509) -> String {
-    crate::text::hex_lower(&cert.digest(MessageDigest::sha256()).unwrap())
+    eit_certd::text::hex_lower(&cert.digest(MessageDigest::sha256()).unwrap())
 }
 
 /// IBM's layout: one `type_ibmshare_root_<region>.crt` per regional root.
@@ -948,7 +951,7 @@ fn ibm_chain(key: K, ids: bool) -> (X509, Vec<String>) {
 }
 
 fn anchors_from(dir: &Path) -> TrustAnchors {
-    let config = crate::config::CertificateConfig {
+    let config = CertificateConfig {
         trust_anchor: Some(dir.to_path_buf()),
         ..Default::default()
     };

@@ -7,34 +7,62 @@ use openssl::x509::X509;
 use reqwest::StatusCode;
 use serde_json::json;
 
-use super::faults::{Fault, FaultState};
-use super::misbehave::{DOC_SAMPLE, GARBAGE_ELEMENT};
-use super::tests::{
-    client, error_of, get_token, make_csr, parse_time, post_csr, start_default, test_key, JsonBody,
-    ParseJson, VERSION,
+use eit_certd_emulator::wire::CertificateResponse;
+use eit_certd_emulator::{Fault, Running};
+
+use super::{
+    client, error_of, get_token, make_csr, parse_time, post_csr, start_default, test_key,
+    FaultStatus, JsonBody, ParseJson, VERSION,
 };
-use crate::wire::CertificateResponse;
 
 const FAMILY: &str = "/identity/v1";
+/// What `doc-sample` answers: the documented sample, byte for byte (`misbehave::DOC_SAMPLE`).
+const DOC_SAMPLE: &str = include_str!("../../data/sample-certificates-response.json");
+/// What `extra-garbage` appends (`misbehave::GARBAGE_ELEMENT`, private to the crate).
+const GARBAGE_ELEMENT: &str = "this is not a certificate";
+
+/// The fault mode and its remaining count, as the control endpoint reports them.
+async fn fault_state(emu: &Running) -> (String, Option<u32>) {
+    let state: FaultStatus = client()
+        .get(format!("{}/emulator/v1/fault", emu.base_url()))
+        .send()
+        .await
+        .unwrap()
+        .parse()
+        .await;
+    (state.mode, state.remaining)
+}
+
+/// The intermediate CA certificate (PEM) as the emulator sends it in an ordinary set.
+async fn intermediate_pem(emu: &Running) -> String {
+    let resp = certificate_call(emu).await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let set: CertificateResponse = resp.parse().await;
+    set.certificates[1].clone()
+}
 
 fn csr() -> String {
     make_csr(test_key(), &[("C", "US"), ("O", "Test")], false)
 }
 
 /// A token (not subject to certificate modes) and one certificate call with it.
-async fn certificate_call(emu: &super::Running) -> reqwest::Response {
+async fn certificate_call(emu: &Running) -> reqwest::Response {
     let c = client();
     let token = get_token(&c, emu.base_url(), FAMILY).await;
     post_csr(&c, emu.base_url(), FAMILY, &token, json!({ "csr": csr() })).await
 }
 
 /// The set issued under `fault` (applied to one certificate call).
-async fn issued_under(emu: &super::Running, fault: Fault) -> CertificateResponse {
+async fn issued_under(emu: &Running, fault: Fault) -> CertificateResponse {
     emu.set_fault(fault, Some(1));
     let resp = certificate_call(emu).await;
     assert_eq!(resp.status(), StatusCode::CREATED, "{fault}");
     let issued = resp.parse().await;
-    assert_eq!(emu.shared.faults.peek().mode, Fault::Ok, "{fault}: used up");
+    assert_eq!(
+        fault_state(emu).await.0,
+        Fault::Ok.name(),
+        "{fault}: used up"
+    );
     issued
 }
 
@@ -133,7 +161,7 @@ async fn slow_holds_back_its_call_without_blocking_others() {
     });
     // Wait (with a deadline) until the slow call has taken the fault.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while emu.shared.faults.peek().mode != Fault::Ok {
+    while fault_state(&emu).await.0 != Fault::Ok.name() {
         assert!(Instant::now() < deadline, "the slow call never arrived");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -158,11 +186,8 @@ async fn certificate_modes_leave_token_calls_alone_and_uncounted() {
     let first = get_token(&c, emu.base_url(), FAMILY).await;
     let _second = get_token(&c, emu.base_url(), FAMILY).await;
     assert_eq!(
-        emu.shared.faults.peek(),
-        FaultState {
-            mode: Fault::Expired,
-            remaining: Some(1)
-        },
+        fault_state(&emu).await,
+        (Fault::Expired.name().to_string(), Some(1)),
         "token calls use up nothing"
     );
     let resp = post_csr(&c, emu.base_url(), FAMILY, &first, json!({ "csr": csr() })).await;
@@ -198,7 +223,8 @@ async fn token_401_answers_as_if_the_token_was_revoked() {
 #[tokio::test]
 async fn certificate_modes_spoil_the_set() {
     let emu = start_default().await;
-    let intermediate = x509(emu.shared.authority.intermediate_pem());
+    let intermediate_pem = intermediate_pem(&emu).await;
+    let intermediate = x509(&intermediate_pem);
     let inter_key = intermediate.public_key().unwrap();
     let our_key = test_key().public_key_to_der().unwrap();
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
@@ -263,7 +289,7 @@ async fn certificate_modes_spoil_the_set() {
     assert!(X509::from_pem(set.certificates[1].as_bytes()).is_err());
 
     let set = issued_under(&emu, Fault::WrongOrder).await;
-    assert_eq!(set.certificates[0], emu.shared.authority.intermediate_pem());
+    assert_eq!(set.certificates[0], intermediate_pem);
     let leaf = x509(&set.certificates[1]);
     assert_eq!(
         leaf.public_key().unwrap().public_key_to_der().unwrap(),
@@ -324,12 +350,6 @@ async fn control_endpoint_sets_every_mode_by_name() {
             .await
             .unwrap();
         assert_eq!(resp.status(), StatusCode::OK, "{fault}");
-        assert_eq!(
-            emu.shared.faults.peek(),
-            FaultState {
-                mode: *fault,
-                remaining: Some(3)
-            }
-        );
+        assert_eq!(fault_state(&emu).await, (fault.name().to_string(), Some(3)));
     }
 }
