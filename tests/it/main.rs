@@ -21,6 +21,7 @@ mod hook_scripts;
 mod hostile_fs;
 mod hostile_inputs;
 mod integrations;
+mod layout;
 mod operator;
 mod renew;
 mod secrets;
