@@ -780,20 +780,13 @@ impl Connection {
 }
 
 #[cfg(test)]
+mod fixture;
+
+#[cfg(test)]
 mod tests {
+    use super::fixture::{config, Fixture};
     use super::*;
     use std::os::unix::fs::symlink;
-
-    fn config(extra: &str, out: &Path) -> Config {
-        Config::parse(
-            &format!(
-                "[output]\ndir = \"{}\"\n[output.swanctl]\n{extra}\n",
-                out.display()
-            ),
-            Path::new("/etc/eit-certd/config.toml"),
-        )
-        .unwrap()
-    }
 
     fn err(extra: &str) -> String {
         Config::parse(
@@ -802,37 +795,6 @@ mod tests {
         )
         .unwrap_err()
         .to_string()
-    }
-
-    /// A swanctl directory as strongSwan ships it, and an output dir, in a temp dir.
-    struct Fixture {
-        tmp: tempfile::TempDir,
-        swanctl: PathBuf,
-        out: PathBuf,
-    }
-
-    impl Fixture {
-        fn new() -> Fixture {
-            let tmp = tempfile::tempdir().unwrap();
-            let swanctl = tmp.path().join("swanctl");
-            for (d, mode) in [
-                ("", 0o755),
-                ("private", 0o700),
-                ("x509", 0o755),
-                ("x509ca", 0o755),
-            ] {
-                let p = swanctl.join(d);
-                fs::create_dir_all(&p).unwrap();
-                fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
-            }
-            let out = tmp.path().join("out");
-            Fixture { tmp, swanctl, out }
-        }
-
-        fn layout(&self, extra: &str) -> Layout {
-            let text = format!("dir = \"{}\"\n{extra}", self.swanctl.display());
-            Layout::from_config(&config(&text, &self.out)).unwrap()
-        }
     }
 
     #[test]
