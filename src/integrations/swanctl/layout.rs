@@ -79,6 +79,21 @@ pub enum PathState {
     UnsafeParent { path: PathBuf, what: String },
 }
 
+impl PathState {
+    /// The state in one word, as `status` prints it and its JSON gives it (`state`): an
+    /// interface for operators and their scripts, so a name never changes once shipped.
+    pub fn name(&self) -> &'static str {
+        match self {
+            PathState::Missing => "missing",
+            PathState::Linked => "linked",
+            PathState::Stale { .. } => "stale",
+            PathState::Foreign { .. } => "not_ours",
+            PathState::Directory => "directory",
+            PathState::UnsafeParent { .. } => "unsafe_parent",
+        }
+    }
+}
+
 /// The resolved `[output.swanctl]` table.
 #[derive(Debug, Clone)]
 pub struct Layout {
@@ -333,6 +348,7 @@ mod tests {
         let l = f.layout("");
         let state = &l.inspect()[1].2;
         assert_eq!(state, &PathState::Stale { target: old });
+        assert_eq!(state.name(), "stale");
         assert_eq!(l.link().unwrap().len(), 3);
         assert_eq!(
             fs::read_link(&cert).unwrap(),
@@ -342,5 +358,6 @@ mod tests {
         fs::remove_file(&cert).unwrap();
         symlink(f.out.join("../elsewhere/cert.pem"), &cert).unwrap();
         assert!(matches!(l.inspect()[1].2, PathState::Foreign { .. }));
+        assert_eq!(l.inspect()[1].2.name(), "not_ours");
     }
 }

@@ -259,6 +259,7 @@ mod tests {
         fs::create_dir(f.swanctl.join("x509/type_ibmshare.pem")).unwrap();
         let e = f.layout("replace_existing = true").link().unwrap_err();
         assert!(matches!(e, SwanctlError::IsDir { key: "cert", .. }), "{e}");
+        assert_eq!(f.layout("").inspect()[1].2.name(), "directory");
         fs::remove_dir(f.swanctl.join("x509/type_ibmshare.pem")).unwrap();
 
         let outside = f.tmp.path().join("outside");
@@ -270,6 +271,7 @@ mod tests {
             matches!(&e, SwanctlError::UnsafeParent { what, .. } if what == "a symlink"),
             "{e}"
         );
+        assert_eq!(f.layout("").inspect()[2].2.name(), "unsafe_parent");
         assert_eq!(
             fs::read_dir(&outside).unwrap().count(),
             0,

@@ -15,7 +15,7 @@ pub struct PathStatus {
     pub role: Role,
     /// The swanctl path.
     pub path: PathBuf,
-    /// `linked`, `missing`, `stale`, `not_ours`, `directory` or `unsafe_parent`.
+    /// What is there, in one word: [`PathState::name`].
     pub state: &'static str,
     /// The same in words, with what to do.
     pub detail: String,
@@ -34,30 +34,26 @@ impl Layout {
                     (Ok(a), Ok(b)) => a == b,
                     _ => false,
                 };
-                let (name, detail) = match &state {
+                let detail = match &state {
                     PathState::Linked if resolves_to_current => {
-                        ("linked", format!("-> {}", self.target(role).display()))
+                        format!("-> {}", self.target(role).display())
                     }
-                    PathState::Linked => (
-                        "linked",
+                    PathState::Linked => {
                         format!(
                             "-> {}, which does not exist yet (nothing installed)",
                             self.target(role).display()
-                        ),
-                    ),
-                    PathState::Missing => (
-                        "missing",
-                        "not there yet; created at the next install (`eit-certd renew`)".into(),
-                    ),
-                    PathState::Stale { target } => (
-                        "stale",
+                        )
+                    }
+                    PathState::Missing => {
+                        "not there yet; created at the next install (`eit-certd renew`)".into()
+                    }
+                    PathState::Stale { target } => {
                         format!(
                             "eit-certd's link to {}; relinked at the next install",
                             target.display()
-                        ),
-                    ),
-                    PathState::Foreign { what } => (
-                        "not_ours",
+                        )
+                    }
+                    PathState::Foreign { what } => {
                         format!(
                             "{what}, not eit-certd's: {}",
                             if self.replace_existing {
@@ -65,18 +61,17 @@ impl Layout {
                             } else {
                                 "renewals are refused until output.swanctl.replace_existing = true"
                             }
-                        ),
-                    ),
-                    PathState::Directory => ("directory", "a directory: move it away".into()),
-                    PathState::UnsafeParent { path, what } => (
-                        "unsafe_parent",
-                        format!("{} is {what}: refused", path.display()),
-                    ),
+                        )
+                    }
+                    PathState::Directory => "a directory: move it away".into(),
+                    PathState::UnsafeParent { path, what } => {
+                        format!("{} is {what}: refused", path.display())
+                    }
                 };
                 PathStatus {
                     role,
                     path,
-                    state: name,
+                    state: state.name(),
                     detail,
                     resolves_to_current,
                 }
