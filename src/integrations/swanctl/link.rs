@@ -12,7 +12,9 @@ use super::{io, Layout, PathState, Role, SwanctlError};
 use crate::store::Store;
 
 /// Temporary symlinks are created under this prefix and renamed over the path; a leftover
-/// (a crash in between) is removed by the next link.
+/// (a crash in between) is removed by the next link. Not [`crate::files::TMP_PREFIX`] on
+/// purpose: that one marks unfinished files in eit-certd's own directories, while swanctl's
+/// directories belong to strongSwan and its admin, so a temporary left there names its owner.
 const TMP_PREFIX: &str = ".eit-certd-tmp-";
 
 /// A change `link` made, for the log.

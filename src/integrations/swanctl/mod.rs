@@ -22,6 +22,10 @@
 //! path (e.g. a regular file IBM's mount helper wrote) is refused, before anything is
 //! requested or installed, unless `replace_existing = true`. Nothing outside `dir` is touched,
 //! and no symlinked subdirectory is written through.
+//!
+//! The rooms: `layout` (the paths and what is at each), `link` (making them our links),
+//! `status` and `check` (what those commands report), `template` (the connection
+//! `swanctl-config` prints); this file keeps the error they share.
 
 mod check;
 #[cfg(test)]
@@ -39,6 +43,8 @@ pub use template::{default_connection_name, validate_connection_name, Connection
 
 use std::path::{Path, PathBuf};
 
+/// Why a swanctl path cannot be linked; [`SwanctlError::is_config`] tells a fix of the
+/// configuration or the files from a failure a retry may get past.
 #[derive(Debug, thiserror::Error)]
 pub enum SwanctlError {
     #[error(
