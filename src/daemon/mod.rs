@@ -70,6 +70,15 @@ pub enum DaemonError {
     Hook(crate::config::problem::Problem),
 }
 
+impl From<crate::store::OpenError> for DaemonError {
+    fn from(e: crate::store::OpenError) -> DaemonError {
+        match e {
+            crate::store::OpenError::Store(e) => DaemonError::Store(e),
+            crate::store::OpenError::Lock(e) => DaemonError::Lock(e),
+        }
+    }
+}
+
 impl DaemonError {
     /// Configuration problems are usage errors (exit 2); the rest are failures (exit 1).
     pub fn is_usage(&self) -> bool {
@@ -410,12 +419,7 @@ impl Daemon {
         {
             return Err(DaemonError::Hook(problem));
         }
-        let store = Store::from_config(&config.output)?;
-        store.check_safe()?;
-        let lock = DirLock::acquire(store.dir())?;
-        for note in store.repair_modes() {
-            tracing::warn!("{note}");
-        }
+        let (store, lock) = Store::open_exclusive(&config.output)?;
         let removed = store.clean_litter()?;
         if removed > 0 {
             tracing::info!(removed, "removed leftovers of an interrupted install");

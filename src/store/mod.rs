@@ -182,6 +182,22 @@ impl Store {
         Store::new(&output.dir, output.keep.0, output.group.as_deref())
     }
 
+    /// Opens `output.dir` for the one process that may change it, as `run` and `renew` both
+    /// start: the store `[output]` describes, checked safe (it and the directories on the way),
+    /// its lock taken, and the key files' modes repaired (each repair logged). The lock is held
+    /// as long as the returned [`lock::DirLock`] lives.
+    pub fn open_exclusive(
+        output: &crate::config::OutputConfig,
+    ) -> Result<(Store, lock::DirLock), OpenError> {
+        let store = Store::from_config(output)?;
+        store.check_safe()?;
+        let lock = lock::DirLock::acquire(store.dir())?;
+        for note in store.repair_modes() {
+            tracing::warn!("{note}");
+        }
+        Ok((store, lock))
+    }
+
     /// A store at `dir`. Resolves `group` now so a typo fails at start, not at the first install.
     pub fn new(dir: &Path, keep: usize, group: Option<&str>) -> Result<Store, StoreError> {
         let group = match group {
@@ -745,6 +761,16 @@ fn open_dir_nofollow(dir: &Path) -> std::io::Result<File> {
 /// `files::fsync_dir` as a store error.
 fn fsync_dir(dir: &Path) -> Result<(), StoreError> {
     files::fsync_dir(dir).map_err(io("fsync", dir))
+}
+
+/// Why [`Store::open_exclusive`] could not open `output.dir`.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Another process holds the lock (or the lock file is unusable).
+    #[error(transparent)]
+    Lock(#[from] lock::LockError),
 }
 
 /// What [`Store::repair_modes`] found: a mode it set back (or could not), or a key file it
