@@ -27,7 +27,10 @@ pub(super) fn swanctl_config(config_path: &Path, args: &SwanctlConfigArgs) -> Co
     let layout = match crate::integrations::swanctl::Layout::from_config(&config) {
         Some(layout) => layout,
         None => {
-            eprintln!(
+            // Not `eprintln!`: a stderr that cannot take the note (2>/dev/full, a reader that went
+            // away) must not panic the command, which printed nothing yet (as in `main`).
+            let _ = writeln!(
+                std::io::stderr(),
                 "eit-certd: note: {} has no [output.swanctl] table, so eit-certd does not keep \
                  the certificate below current yet; add one (see README, \"Zonal shares\")",
                 config_path.display()
