@@ -578,10 +578,18 @@ bounded_duration!(
 bounded_duration!(
     TokenLifetime,
     "metadata.token_lifetime",
-    Duration::from_secs(5),
-    Duration::from_secs(3600),
+    TokenLifetime::MIN,
+    TokenLifetime::MAX,
     "the service accepts 5 seconds to 1 hour"
 );
+
+impl TokenLifetime {
+    /// The service's range for a token's `expires_in`, here for the config key and for
+    /// `eit-certd token --lifetime` alike.
+    pub const MIN: Duration = Duration::from_secs(5);
+    pub const MAX: Duration = Duration::from_secs(3600);
+}
+
 bounded_duration!(
     MinRemaining,
     "certificate.min_remaining",
