@@ -964,7 +964,7 @@ mod tests {
     #[test]
     fn unwritable_output_dir_names_the_path() {
         if nix::unistd::geteuid().is_root() {
-            eprintln!("skipped: root ignores directory modes (covered by fail_at injection)");
+            eprintln!("SKIPPED: root ignores directory modes (covered by fail_at injection)");
             return;
         }
         let tmp = tempfile::tempdir().unwrap();

@@ -29,7 +29,10 @@ fn module_of(src: &Path, file: &Path) -> String {
         .components()
         .map(|c| c.as_os_str().to_string_lossy().into_owned())
         .collect();
-    if matches!(parts.last().map(String::as_str), Some("mod" | "lib" | "main")) {
+    if matches!(
+        parts.last().map(String::as_str),
+        Some("mod" | "lib" | "main")
+    ) {
         parts.pop();
     }
     parts.join("::")
@@ -175,7 +178,12 @@ fn folders(graph: &Graph) -> Graph {
 fn no_module_imports_one_that_imports_it_back() {
     let graph = graph();
     // The reader must see the modules, or an empty graph would pass.
-    for known in ["store::state", "renew::hooks", "report::check", "pki::validate"] {
+    for known in [
+        "store::state",
+        "renew::hooks",
+        "report::check",
+        "pki::validate",
+    ] {
         assert!(
             graph.contains_key(known),
             "{known} not found: {:?}",

@@ -12,9 +12,9 @@ use crate::cli::RenewArgs;
 use crate::metadata::client::Client;
 use crate::renew::schedule::Policy;
 use crate::renew::{AttemptOutcome, KeySource, Renewed, Renewer};
-use crate::store::lock::DirLock;
+use crate::store::lock::LockError;
 use crate::store::state::State;
-use crate::store::Store;
+use crate::store::{OpenError, Store};
 use crate::text::rfc3339;
 
 pub(super) async fn renew(config_path: &Path, args: &RenewArgs) -> CommandResult {
@@ -28,18 +28,14 @@ pub(super) async fn renew(config_path: &Path, args: &RenewArgs) -> CommandResult
         out!("{report}");
         return Ok(0);
     }
-    let store = open_store(&config)?;
-    store.check_safe().map_err(usage)?;
-    let _lock = match DirLock::acquire(store.dir()) {
-        Ok(lock) => lock,
-        Err(crate::store::lock::LockError::Held {
+    let (store, _lock) = match Store::open_exclusive(&config.output) {
+        Ok(opened) => opened,
+        Err(OpenError::Lock(LockError::Held {
             holder: Some(pid), ..
-        }) if args.force => return renew_through_daemon(&store, pid).await,
+        })) if args.force => return renew_through_daemon(&open_store(&config)?, pid).await,
+        Err(OpenError::Store(e)) => return Err(usage(e)),
         Err(e) => return Err(failed(e)),
     };
-    for note in store.repair_modes() {
-        tracing::warn!("{note}");
-    }
     // Before anything is requested: a swanctl path that is not ours is refused here.
     let swanctl = crate::integrations::swanctl::Layout::from_config(&config);
     let linked = match &swanctl {
@@ -180,19 +176,9 @@ pub(super) async fn renew_with_state(renewer: &Renewer) -> Result<AttemptOutcome
         let policy = Policy::from(&config.certificate);
         state.next_renewal = Some(policy.next_renewal(leaf.not_before, leaf.not_after, 0.0));
     }
-    if let Err(e) = state.save(&dir) {
-        tracing::warn!("cannot record the attempt in state.json: {e}");
-    }
-    if let Some(path) = &config.output.metrics_file {
-        let leaf = result.as_ref().ok().map(|o| &o.renewed.verified.leaf);
-        let ca = result
-            .as_ref()
-            .map(|o| crate::pki::ca_expiry::CaExpiry::from_verified(&o.renewed.verified))
-            .unwrap_or_default();
-        if let Err(e) = crate::report::metrics::write(path, &state, leaf, &ca) {
-            tracing::warn!("cannot write the metrics file: {e}");
-        }
-    }
+    // As the daemon records it: a failed attempt keeps the installed set's series.
+    let metrics = config.output.metrics_file.as_ref().map(|p| p.0.as_path());
+    crate::report::metrics::persist(&state, renewer, metrics);
     result.map_err(failed)
 }
 
