@@ -62,6 +62,24 @@ fn metrics_file_has_build_info_and_failures_and_passes_promtool() {
     );
     assert!(text.contains("eit_certd_cert_not_after_seconds "), "{text}");
     promtool_accepts(&metrics);
+
+    // A failed renewal over an installed set: its series stay (as the daemon writes them),
+    // or an alert on an expiring certificate would go quiet while renewals fail.
+    let not_after = |text: &str| {
+        text.lines()
+            .find(|l| l.starts_with("eit_certd_cert_not_after_seconds "))
+            .map(str::to_string)
+    };
+    let installed = not_after(&text);
+    emulator.set_fault("refuse-csr", Some(1));
+    assert_exit(&setup.run(&["renew", "--force"]), 1);
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    assert!(
+        text.contains("eit_certd_consecutive_failures 1\n"),
+        "{text}"
+    );
+    assert_eq!(not_after(&text), installed, "{text}");
+    promtool_accepts(&metrics);
 }
 
 /// `promtool check metrics` (the exposition format linter) finds nothing in `file`.
