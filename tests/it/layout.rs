@@ -2,8 +2,9 @@
 //! folders (the map at the top of `src/lib.rs`). A circle means two parts of the house can no
 //! longer be read, tested or changed apart; this test names the edges that close it.
 //!
-//! The imports are read from the source: every `crate::a::b` path outside comments and outside
-//! the `#[cfg(test)] mod tests` block at the end of a file (tests may reach anywhere).
+//! The imports are read from the source: every `crate::a::b` and `super::b` path (groups
+//! `crate::{a, b::c}` included) outside comments and outside the `#[cfg(test)] mod tests` block
+//! at the end of a file (tests may reach anywhere).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -51,6 +52,56 @@ fn product_code(text: &str) -> String {
         .join("\n")
 }
 
+/// The paths named after each `prefix` (`crate::`, `super::`) in `code`, relative to it: a
+/// group `prefix{a::b, c}` gives each of its members.
+fn named_paths(code: &str, prefix: &str) -> Vec<String> {
+    let is_path = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':';
+    let mut paths = Vec::new();
+    for (at, _) in code.match_indices(prefix) {
+        let before = code[..at].chars().next_back();
+        if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':') {
+            continue; // `self::super::`, `foo_crate::`: not ours to resolve
+        }
+        let rest = &code[at + prefix.len()..];
+        let head: String = rest.chars().take_while(|c| is_path(*c)).collect();
+        let after = &rest[head.len()..];
+        if !after.starts_with('{') {
+            paths.push(head.trim_end_matches(':').to_string());
+            continue;
+        }
+        // A group: its members at depth one (nested groups name their own heads).
+        let mut depth = 0;
+        let mut member = String::new();
+        for c in after.chars() {
+            match c {
+                '{' => depth += 1,
+                '}' => depth -= 1,
+                _ => {}
+            }
+            if depth == 0 || (depth == 1 && c == ',') {
+                let name: String = member.trim().chars().take_while(|c| is_path(*c)).collect();
+                if !name.is_empty() && name != "self" {
+                    paths.push(format!("{head}{}", name.trim_end_matches(':')));
+                }
+                member.clear();
+                if depth == 0 {
+                    break;
+                }
+            } else if depth == 1 && c != '{' {
+                member.push(c);
+            } else if depth > 1 {
+                // inside a nested group: the head before it is enough
+            }
+        }
+    }
+    paths
+}
+
+/// The module a file's `super::` names: `pki::validate` → `pki`, `pki` (mod.rs) → the root.
+fn parent(module: &str) -> &str {
+    module.rsplit_once("::").map_or("", |(p, _)| p)
+}
+
 /// The longest module of `modules` that `path` (`store::state::State`) starts with.
 fn resolve<'a>(modules: &'a BTreeSet<String>, path: &str) -> Option<&'a String> {
     let parts: Vec<&str> = path.split("::").collect();
@@ -70,12 +121,14 @@ fn graph() -> Graph {
         let module = module_of(&src, file);
         let code = product_code(&std::fs::read_to_string(file).unwrap());
         let edges = graph.entry(module.clone()).or_default();
-        for (at, _) in code.match_indices("crate::") {
-            let path: String = code[at + "crate::".len()..]
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == ':')
-                .collect();
-            if let Some(target) = resolve(&modules, path.trim_end_matches(':')) {
+        let from_super = named_paths(&code, "super::")
+            .into_iter()
+            .map(|p| match parent(&module) {
+                "" => p,
+                base => format!("{base}::{p}"),
+            });
+        for path in named_paths(&code, "crate::").into_iter().chain(from_super) {
+            if let Some(target) = resolve(&modules, &path) {
                 // A module may name its own items, and its parent's (`mod.rs` re-exports).
                 let own = module == *target || module.starts_with(&format!("{target}::"));
                 if !own && !target.is_empty() {
@@ -190,11 +243,18 @@ fn no_module_imports_one_that_imports_it_back() {
             graph.keys()
         );
     }
-    assert!(
-        graph["report::check"].contains("renew"),
-        "check's import of renew not seen: {:?}",
-        graph["report::check"]
-    );
+    // A `crate::` path, a `super::` path between siblings, and a member of a group.
+    for (from, to) in [
+        ("report::check", "renew"),
+        ("pki::validate", "pki::anchors"),
+        ("metadata::client", "metadata::api"),
+    ] {
+        assert!(
+            graph[from].contains(to),
+            "{from}'s import of {to} not seen: {:?}",
+            graph[from]
+        );
+    }
     let found = circles(&graph);
     assert!(found.is_empty(), "{}", describe(&graph, &found));
 }
@@ -204,6 +264,15 @@ fn the_folders_form_layers() {
     let graph = folders(&graph());
     let found = circles(&graph);
     assert!(found.is_empty(), "{}", describe(&graph, &found));
+}
+
+#[test]
+fn paths_are_read_from_groups_and_from_super() {
+    let code = "use crate::{a::B, c, d::{e, f}};\nuse super::g::H;\nx = crate::i::j();\n";
+    assert_eq!(named_paths(code, "crate::"), ["a::B", "c", "d", "i::j"]);
+    assert_eq!(named_paths(code, "super::"), ["g::H"]);
+    assert_eq!(parent("pki::validate"), "pki");
+    assert_eq!(parent("pki"), "");
 }
 
 #[test]
