@@ -32,7 +32,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::config::{CertificateConfig, Config};
+use crate::config::Config;
 use crate::daemon::systemd::Notifier;
 use crate::daemon::wallclock::WallTimer;
 use crate::metadata::client::Client;
@@ -269,8 +269,8 @@ struct Watch {
 /// Sorts file events into "the config changed" and "the installed set may have changed".
 struct FileFilter {
     config_path: PathBuf,
-    /// For the trust-anchor paths (`ca_file`, `ca_dir`, ...).
-    certificate: CertificateConfig,
+    /// The configured trust-anchor files and directories.
+    anchors: crate::pki::anchors::AnchorPaths,
     out: PathBuf,
     /// The metrics textfile, which we rewrite after every attempt (it may live in `out`).
     metrics: Option<PathBuf>,
@@ -283,7 +283,7 @@ impl Watch {
     fn new(core: &Core, tx: mpsc::Sender<notify::Result<notify::Event>>) -> Watch {
         let filter = FileFilter {
             config_path: core.config_path.clone(),
-            certificate: core.config().certificate.clone(),
+            anchors: crate::pki::anchors::AnchorPaths::of(&core.config().certificate),
             out: core.renewer.store().dir().to_path_buf(),
             metrics: core.metrics_path().map(Path::to_path_buf),
             own_log: own_log_file(),
@@ -321,7 +321,7 @@ impl FileFilter {
             }
         };
         let config_dir = self.config_dir();
-        let anchor_dirs = crate::pki::anchors::watch_dirs(&self.certificate);
+        let anchor_dirs = self.anchors.watch_dirs();
         let anchor_dirs = anchor_dirs.iter().filter(|d| d.as_path() != config_dir);
         for (dir, mode) in [
             (config_dir, notify::RecursiveMode::NonRecursive),
@@ -358,7 +358,7 @@ impl FileFilter {
                     .unwrap_or(false)
             {
                 result.0 = true;
-            } else if crate::pki::anchors::is_anchor_path(&self.certificate, path) {
+            } else if self.anchors.is_anchor_path(path) {
                 // Reloading an unchanged config reloads the trust anchors.
                 result.0 = true;
             } else if self.metrics.as_deref() == Some(path.as_path()) {

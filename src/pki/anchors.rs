@@ -351,31 +351,48 @@ fn configured(config: &CertificateConfig) -> Vec<(Setting, &Path)> {
     paths
 }
 
-/// Directories whose changes can change the anchors: each configured directory, and the one
-/// holding each configured file (a file is usually replaced by renaming a new one over it).
-pub fn watch_dirs(config: &CertificateConfig) -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> = Vec::new();
-    for (_, path) in configured(config) {
-        let dir = if path.is_dir() {
-            path.to_path_buf()
-        } else {
-            match path.parent() {
-                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-                _ => PathBuf::from("."),
-            }
-        };
-        if !dirs.contains(&dir) {
-            dirs.push(dir);
-        }
-    }
-    dirs
-}
+/// The configured anchor paths, as the daemon's file watch needs them: taken from the config
+/// when the watch is made (again after each reload), so the watch holds no config of its own.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AnchorPaths(Vec<PathBuf>);
 
-/// Whether a file-system event on `path` may have changed the anchors.
-pub fn is_anchor_path(config: &CertificateConfig, path: &Path) -> bool {
-    configured(config)
-        .into_iter()
-        .any(|(_, p)| path == p || (path.parent() == Some(p) && has_anchor_extension(path)))
+impl AnchorPaths {
+    pub fn of(config: &CertificateConfig) -> AnchorPaths {
+        AnchorPaths(
+            configured(config)
+                .into_iter()
+                .map(|(_, p)| p.to_path_buf())
+                .collect(),
+        )
+    }
+
+    /// Directories whose changes can change the anchors: each configured directory, and the
+    /// one holding each configured file (a file is usually replaced by renaming a new one over
+    /// it).
+    pub fn watch_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        for path in &self.0 {
+            let dir = if path.is_dir() {
+                path.clone()
+            } else {
+                match path.parent() {
+                    Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                    _ => PathBuf::from("."),
+                }
+            };
+            if !dirs.contains(&dir) {
+                dirs.push(dir);
+            }
+        }
+        dirs
+    }
+
+    /// Whether a file-system event on `path` may have changed the anchors.
+    pub fn is_anchor_path(&self, path: &Path) -> bool {
+        self.0.iter().any(|p| {
+            path == p || (path.parent() == Some(p.as_path()) && has_anchor_extension(path))
+        })
+    }
 }
 
 fn has_anchor_extension(path: &Path) -> bool {
@@ -774,14 +791,11 @@ mod tests {
         let dir = tmp.path().join("roots");
         std::fs::create_dir(&dir).unwrap();
         let file = tmp.path().join("etc/root.pem");
-        let c = config(Some(&file), &[&dir]);
-        assert_eq!(watch_dirs(&c), [tmp.path().join("etc"), dir.clone()]);
-        assert!(is_anchor_path(&c, &file));
-        assert!(is_anchor_path(
-            &c,
-            &dir.join("type_ibmshare_root_eu-de.crt")
-        ));
-        assert!(!is_anchor_path(&c, &dir.join("notes.txt")));
-        assert!(!is_anchor_path(&c, &tmp.path().join("etc/other.pem")));
+        let c = AnchorPaths::of(&config(Some(&file), &[&dir]));
+        assert_eq!(c.watch_dirs(), [tmp.path().join("etc"), dir.clone()]);
+        assert!(c.is_anchor_path(&file));
+        assert!(c.is_anchor_path(&dir.join("type_ibmshare_root_eu-de.crt")));
+        assert!(!c.is_anchor_path(&dir.join("notes.txt")));
+        assert!(!c.is_anchor_path(&tmp.path().join("etc/other.pem")));
     }
 }
