@@ -474,11 +474,11 @@ impl Daemon {
         if owed {
             daemon.machine.hooks_owed_at_start(now);
         }
-        let ca = daemon
-            .core
-            .renewer
-            .store()
-            .ca_expiry(daemon.core.renewer.anchors());
+        // The set read above: start-up reads it once.
+        let ca = match &current {
+            Ok(Some(set)) => set.ca_expiry(daemon.core.renewer.anchors()),
+            _ => Default::default(),
+        };
         for warning in ca.warnings(now.wall) {
             tracing::warn!("{warning}");
         }

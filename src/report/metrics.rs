@@ -144,8 +144,13 @@ pub fn persist(state: &State, renewer: &crate::renew::Renewer, metrics: Option<&
         tracing::warn!("cannot write state.json: {e}");
     }
     if let Some(path) = metrics {
-        let leaf = store.read_current().ok().flatten().map(|s| s.leaf);
-        let ca = store.ca_expiry(renewer.anchors());
+        // One read of the installed set for both: this runs after every hook.
+        let current = store.read_current().ok().flatten();
+        let ca = current
+            .as_ref()
+            .map(|set| set.ca_expiry(renewer.anchors()))
+            .unwrap_or_default();
+        let leaf = current.map(|set| set.leaf);
         if let Err(e) = write(path, state, leaf.as_ref(), &ca) {
             tracing::warn!("cannot write the metrics file: {e}");
         }

@@ -116,6 +116,11 @@ pub struct CurrentSet {
 }
 
 impl CurrentSet {
+    /// The CA expiry of this set (from its `chain.pem`) against `anchors`.
+    pub fn ca_expiry(&self, anchors: Option<&crate::pki::TrustAnchors>) -> CaExpiry {
+        CaExpiry::of_chain_file(&self.dir.join(CHAIN_FILE), anchors)
+    }
+
     /// Whether a TLS client can use this set at `now`: the key matches and it has not expired.
     pub fn is_usable(&self, now: OffsetDateTime) -> bool {
         self.key_matches() && now < self.leaf.not_after
@@ -237,7 +242,7 @@ impl Store {
     /// installed.
     pub fn ca_expiry(&self, anchors: Option<&crate::pki::TrustAnchors>) -> CaExpiry {
         match self.read_current() {
-            Ok(Some(set)) => CaExpiry::of_chain_file(&set.dir.join(CHAIN_FILE), anchors),
+            Ok(Some(set)) => set.ca_expiry(anchors),
             _ => CaExpiry::default(),
         }
     }
